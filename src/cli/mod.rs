@@ -1,0 +1,100 @@
+//! The `skiff` command line.
+
+mod server;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use thiserror::Error;
+
+use crate::config::ConfigError;
+use crate::store::datadir::DataDirError;
+use crate::store::StoreError;
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "A small, fast, Kubernetes-compatible container orchestrator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a control-plane node: a replica of the Raft store plus health and metrics.
+    Server(ServerArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Flags override the config file and `SKIFF_*` environment variables.
+#[derive(Args, Default)]
+pub struct ServerArgs {
+    /// TOML config file (default: /etc/skiff/config.toml if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub node_name: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    /// Founding members, comma-separated NAME=HOST:PORT.
+    #[arg(long, value_delimiter = ',', value_name = "NAME=HOST:PORT,...")]
+    pub initial_cluster: Option<Vec<String>>,
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_listen_addr: Option<String>,
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_advertise_addr: Option<String>,
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http_listen_addr: Option<String>,
+    #[arg(long, value_name = "MS")]
+    pub raft_tick_ms: Option<String>,
+    #[arg(long, value_name = "TICKS")]
+    pub raft_election_ticks: Option<String>,
+    #[arg(long, value_name = "TICKS")]
+    pub raft_heartbeat_ticks: Option<String>,
+    #[arg(long, value_name = "ENTRIES")]
+    pub raft_snapshot_interval: Option<String>,
+    /// Any other key, e.g. `--set store.watch_history=50000` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("store in {dir}: {source}")]
+    Store { dir: String, source: StoreError },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("store replica stopped with exit code {0} (see the log above)")]
+    ReplicaExited(i32),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        Command::Version => {
+            println!("skiff {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Server(args) => server::run(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("skiff: error: {e}");
+            1
+        }
+    }
+}

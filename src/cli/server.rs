@@ -1,0 +1,125 @@
+//! `skiff server`: one replica of the Raft store with its health and metrics endpoint.
+
+use config::Value;
+use prometheus::Registry;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use super::{CliError, ServerArgs};
+use crate::config::Config;
+use crate::store::{datadir, NodeOptions, Replica};
+
+/// Maps the flags onto config keys, so they are parsed and checked like any other layer.
+fn flag_overrides(a: &ServerArgs) -> Result<Vec<(String, Value)>, CliError> {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    let scalars = [
+        ("node_name", &a.node_name),
+        ("data_dir", &a.data_dir),
+        ("cluster_name", &a.cluster_name),
+        ("peer_listen_addr", &a.peer_listen_addr),
+        ("peer_advertise_addr", &a.peer_advertise_addr),
+        ("http_listen_addr", &a.http_listen_addr),
+        ("raft.tick_ms", &a.raft_tick_ms),
+        ("raft.election_ticks", &a.raft_election_ticks),
+        ("raft.heartbeat_ticks", &a.raft_heartbeat_ticks),
+        ("raft.snapshot_interval", &a.raft_snapshot_interval),
+    ];
+    for (key, v) in scalars {
+        if let Some(v) = v {
+            out.push((key.into(), Value::from(v.as_str())));
+        }
+    }
+    if let Some(members) = &a.initial_cluster {
+        out.push(("initial_cluster".into(), Value::from(members.clone())));
+    }
+    for kv in &a.set {
+        let (k, v) = kv.split_once('=').ok_or_else(|| {
+            crate::config::ConfigError::Invalid {
+                key: kv.clone(),
+                reason: "--set takes KEY=VALUE".into(),
+            }
+        })?;
+        out.push((k.trim().into(), Value::from(v)));
+    }
+    Ok(out)
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,raft=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn run(args: ServerArgs) -> Result<(), CliError> {
+    let cfg = Config::load(args.config.as_deref(), &flag_overrides(&args)?)?;
+    init_logging();
+    let members = cfg.members()?;
+    let pairs: Vec<(String, String)> = members.iter().map(|m| (m.name.clone(), m.peer_addr.clone())).collect();
+    let cluster_id = datadir::cluster_id(&cfg.cluster_name, &pairs);
+    // validate() guarantees this node is a member.
+    let me = members
+        .iter()
+        .find(|m| m.name == cfg.node_name)
+        .ok_or_else(|| CliError::Config(crate::config::ConfigError::Invalid {
+            key: "initial_cluster".into(),
+            reason: format!("does not name this node `{}`", cfg.node_name),
+        }))?;
+    datadir::prepare(&cfg.data_dir, cluster_id, me.id, &me.name)?;
+    let opts = NodeOptions {
+        id: me.id,
+        cluster_id,
+        peers: members.iter().map(|m| (m.id, m.peer_addr.clone())).collect(),
+        data_dir: cfg.data_dir.clone(),
+        tick: cfg.tick(),
+        election_ticks: cfg.raft.election_ticks,
+        heartbeat_ticks: cfg.raft.heartbeat_ticks,
+        max_size_per_msg: cfg.raft.max_size_per_msg,
+        max_inflight_msgs: cfg.raft.max_inflight_msgs,
+        snapshot_interval: cfg.raft.snapshot_interval,
+        snapshot_catchup_entries: cfg.raft.snapshot_catchup_entries,
+        request_timeout: cfg.request_timeout(),
+        watch_history: cfg.store.watch_history,
+    };
+    let registry = Registry::new();
+    let replica = Replica::start(opts, cfg.peer_listen_addr, &registry).map_err(|source| CliError::Store {
+        dir: cfg.data_dir.display().to_string(),
+        source,
+    })?;
+    info!(
+        node = %cfg.node_name,
+        id = me.id,
+        cluster = format!("{cluster_id:016x}"),
+        peer = %cfg.peer_listen_addr,
+        http = %cfg.http_listen_addr,
+        "skiff server started"
+    );
+    let sys = actix::System::new();
+    let result = sys.block_on(async {
+        let server = crate::metrics::serve(cfg.http_listen_addr, registry, replica.health())?;
+        let handle = server.handle();
+        actix::spawn(server);
+        let outcome = tokio::select! {
+            code = replica.exited() => Err(CliError::ReplicaExited(code)),
+            _ = shutdown_signal() => Ok(()),
+        };
+        handle.stop(true).await;
+        outcome
+    });
+    info!("skiff server stopping");
+    replica.stop();
+    result
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

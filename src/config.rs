@@ -1,0 +1,341 @@
+//! Layered configuration: built-in defaults < config file (TOML) < `SKIFF_*` environment <
+//! command-line flags, into one typed struct. Unknown keys and bad values fail at start with
+//! one line naming the key.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Environment, File, FileFormat, Map, Value, ValueKind};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Where `skiff server` looks for a config file when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/skiff/config.toml";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("unknown configuration key `{key}` in {origin}")]
+    UnknownKey { key: String, origin: String },
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This member's name; must appear in `initial_cluster`.
+    pub node_name: String,
+    /// Raft log, snapshots and node state.
+    pub data_dir: PathBuf,
+    /// Part of the cluster id: members of differently named clusters refuse each other.
+    pub cluster_name: String,
+    /// The founding members, `NAME=HOST:PORT` (peer addresses); empty: this node alone.
+    pub initial_cluster: Vec<String>,
+    /// Where this member accepts Raft peer connections.
+    pub peer_listen_addr: SocketAddr,
+    /// The peer address others use for this member; empty: `peer_listen_addr`.
+    pub peer_advertise_addr: String,
+    /// Health (`/healthz`, `/readyz`) and Prometheus metrics (`/metrics`).
+    pub http_listen_addr: SocketAddr,
+    pub raft: RaftConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Length of one Raft tick.
+    pub tick_ms: u64,
+    /// Ticks without a leader before an election (randomized up to twice this).
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Applied entries between state-machine snapshots.
+    pub snapshot_interval: u64,
+    /// Log entries kept behind a snapshot so slightly lagging followers need no snapshot.
+    pub snapshot_catchup_entries: u64,
+    /// Largest append message to a follower, in bytes.
+    pub max_size_per_msg: u64,
+    /// Append messages in flight per follower.
+    pub max_inflight_msgs: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// How long a write or linearizable read may wait for the cluster before failing.
+    pub request_timeout_ms: u64,
+    /// Events kept for watches that start from a past revision.
+    pub watch_history: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_name: default_node_name(),
+            data_dir: PathBuf::from("/var/lib/skiff"),
+            cluster_name: "skiff".into(),
+            initial_cluster: Vec::new(),
+            peer_listen_addr: SocketAddr::from(([127, 0, 0, 1], 2380)),
+            peer_advertise_addr: String::new(),
+            http_listen_addr: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            raft: RaftConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        // etcd's defaults: 100 ms heartbeat, 1 s election timeout, 10k entries per snapshot.
+        Self {
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            snapshot_interval: 10_000,
+            snapshot_catchup_entries: 5_000,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 512,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: 5_000,
+            watch_history: 10_000,
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "skiff".into())
+}
+
+/// A member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Raft id: position in the name-sorted member list, from 1.
+    pub id: u64,
+    pub name: String,
+    pub peer_addr: String,
+}
+
+impl Config {
+    /// Loads the layers. `file`: an explicit config file (must exist); otherwise
+    /// `/etc/skiff/config.toml` if present. `flags`: (key, value) pairs from the command line.
+    pub fn load(file: Option<&Path>, flags: &[(String, Value)]) -> Result<Self, ConfigError> {
+        let defaults = config::Config::try_from(&Config::default())?;
+        let known = flatten_keys(&config::Source::collect(&defaults)?);
+        let mut builder = config::Config::builder().add_source(defaults);
+
+        let file = match file {
+            Some(f) => Some(f.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        if let Some(path) = file {
+            let origin = path.display().to_string();
+            let source = File::from(path).format(FileFormat::Toml).required(true);
+            let table = config::Config::builder()
+                .add_source(source.clone())
+                .build()?;
+            let table = config::Source::collect(&table)?;
+            if let Some(key) = flatten_keys(&table).into_iter().find(|k| !known.contains(k)) {
+                return Err(ConfigError::UnknownKey { key, origin });
+            }
+            builder = builder.add_source(source);
+        }
+
+        // SKIFF_* is shared with tooling (SKIFF_E2E_REQUIRED, `skiff lab env`), so variables
+        // that name no key are left alone rather than refused.
+        let env = Environment::with_prefix("SKIFF")
+            .prefix_separator("_")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("initial_cluster")
+            .try_parsing(true);
+        for (key, value) in config::Source::collect(&env)? {
+            if known.contains(&key) {
+                builder = builder.set_override(key, value)?;
+            }
+        }
+        for (key, value) in flags {
+            if !known.contains(key) {
+                return Err(ConfigError::UnknownKey {
+                    key: key.clone(),
+                    origin: "command-line flags".into(),
+                });
+            }
+            builder = builder.set_override(key.as_str(), value.clone())?;
+        }
+        let cfg: Config = builder.build()?.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !is_dns_label(&self.node_name) {
+            return Err(invalid("node_name", format!("`{}` is not a DNS-1123 name", self.node_name)));
+        }
+        if self.cluster_name.is_empty() {
+            return Err(invalid("cluster_name", "must not be empty"));
+        }
+        let members = self.members()?;
+        if !members.iter().any(|m| m.name == self.node_name) {
+            return Err(invalid(
+                "initial_cluster",
+                format!("does not name this node `{}`", self.node_name),
+            ));
+        }
+        let r = &self.raft;
+        let positive = [
+            ("raft.tick_ms", r.tick_ms),
+            ("raft.heartbeat_ticks", r.heartbeat_ticks as u64),
+            ("raft.snapshot_interval", r.snapshot_interval),
+            ("raft.max_inflight_msgs", r.max_inflight_msgs as u64),
+            ("store.request_timeout_ms", self.store.request_timeout_ms),
+            ("store.watch_history", self.store.watch_history as u64),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+        if r.election_ticks <= r.heartbeat_ticks {
+            return Err(invalid("raft.election_ticks", "must be greater than raft.heartbeat_ticks"));
+        }
+        Ok(())
+    }
+
+    /// The peer address this node is reached at.
+    pub fn advertised_peer_addr(&self) -> String {
+        if !self.peer_advertise_addr.is_empty() {
+            return self.peer_advertise_addr.clone();
+        }
+        let listen = self.peer_listen_addr;
+        if listen.ip().is_unspecified() {
+            format!("127.0.0.1:{}", listen.port())
+        } else {
+            listen.to_string()
+        }
+    }
+
+    /// The initial members sorted by name, with their Raft ids.
+    pub fn members(&self) -> Result<Vec<Member>, ConfigError> {
+        let key = "initial_cluster";
+        let mut pairs: Vec<(String, String)> = if self.initial_cluster.is_empty() {
+            vec![(self.node_name.clone(), self.advertised_peer_addr())]
+        } else {
+            let mut v = Vec::new();
+            for entry in &self.initial_cluster {
+                let (name, addr) = entry
+                    .split_once('=')
+                    .filter(|(n, a)| is_dns_label(n) && valid_host_port(a))
+                    .ok_or_else(|| invalid(key, format!("entry `{entry}` is not NAME=HOST:PORT")))?;
+                v.push((name.to_string(), addr.to_string()));
+            }
+            v
+        };
+        pairs.sort();
+        if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(invalid(key, format!("member `{}` is listed twice", w[0].0)));
+        }
+        let own = pairs.iter().find(|(n, _)| *n == self.node_name);
+        if let Some((_, addr)) = own {
+            if !self.peer_advertise_addr.is_empty() && *addr != self.peer_advertise_addr {
+                return Err(invalid(
+                    "peer_advertise_addr",
+                    format!("`{}` differs from this node's initial_cluster entry `{addr}`", self.peer_advertise_addr),
+                ));
+            }
+        }
+        Ok(pairs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, peer_addr))| Member {
+                id: i as u64 + 1,
+                name,
+                peer_addr,
+            })
+            .collect())
+    }
+
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.raft.tick_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.store.request_timeout_ms)
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn valid_host_port(s: &str) -> bool {
+    matches!(s.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// Dotted paths of every leaf key in a config table.
+fn flatten_keys(table: &Map<String, Value>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (k, v) in table {
+        match &v.kind {
+            ValueKind::Table(inner) => {
+                out.extend(flatten_keys(inner).into_iter().map(|sub| format!("{k}.{sub}")))
+            }
+            _ => {
+                out.insert(k.clone());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_sorted_and_numbered() {
+        let cfg = Config {
+            node_name: "n2".into(),
+            initial_cluster: vec!["n2=h:2".into(), "n1=h:1".into()],
+            ..Config::default()
+        };
+        let m = cfg.members().expect("members");
+        assert_eq!((m[0].id, m[0].name.as_str()), (1, "n1"));
+        assert_eq!((m[1].id, m[1].peer_addr.as_str()), (2, "h:2"));
+    }
+
+    #[test]
+    fn bad_member_entries_are_refused() {
+        for bad in ["n1", "n1=host", "N1=h:1", "n1=h:99999"] {
+            let cfg = Config {
+                node_name: "n1".into(),
+                initial_cluster: vec![bad.into()],
+                ..Config::default()
+            };
+            assert!(cfg.members().is_err(), "{bad} accepted");
+        }
+    }
+}

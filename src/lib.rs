@@ -1,0 +1,6 @@
+//! Skiff: a small, fast, Kubernetes-compatible container orchestrator.
+
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod store;

@@ -1,0 +1,22 @@
+//! The Raft-replicated state store that replaces etcd (raft-rs + raft-engine).
+
+mod client;
+pub mod datadir;
+mod error;
+mod logger;
+mod metrics;
+mod node;
+mod pending;
+mod replica;
+mod snapshot;
+mod state_machine;
+mod storage;
+mod transport;
+mod watch;
+
+pub use client::{Consistency, ListResult, StoreClient};
+pub use error::StoreError;
+pub use node::{Health, NodeOptions, NodeStatus};
+pub use replica::Replica;
+pub use state_machine::{Event, EventKind, KeyValue, Op, OpResult, TxnResponse};
+pub use watch::WatchStream;
