@@ -78,6 +78,8 @@ pub struct StoreConfig {
     pub request_timeout_ms: u64,
     /// Events kept for watches that start from a past revision.
     pub watch_history: usize,
+    /// Start even if the end of the raft log is damaged, dropping the damaged part.
+    pub tolerate_tail_corruption: bool,
 }
 
 impl Default for Config {
@@ -116,6 +118,7 @@ impl Default for StoreConfig {
         Self {
             request_timeout_ms: 5_000,
             watch_history: 10_000,
+            tolerate_tail_corruption: false,
         }
     }
 }
@@ -142,7 +145,7 @@ impl Config {
     /// `/etc/skiff/config.toml` if present. `flags`: (key, value) pairs from the command line.
     pub fn load(file: Option<&Path>, flags: &[(String, Value)]) -> Result<Self, ConfigError> {
         let defaults = config::Config::try_from(&Config::default())?;
-        let known = flatten_keys(&config::Source::collect(&defaults)?);
+        let known = known_keys();
         let mut builder = config::Config::builder().add_source(defaults);
 
         let file = match file {
@@ -156,7 +159,10 @@ impl Config {
                 .add_source(source.clone())
                 .build()?;
             let table = config::Source::collect(&table)?;
-            if let Some(key) = flatten_keys(&table).into_iter().find(|k| !known.contains(k)) {
+            if let Some(key) = flatten_keys(&table)
+                .into_iter()
+                .find(|k| !known.contains(k))
+            {
                 return Err(ConfigError::UnknownKey { key, origin });
             }
             builder = builder.add_source(source);
@@ -191,7 +197,10 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if !is_dns_label(&self.node_name) {
-            return Err(invalid("node_name", format!("`{}` is not a DNS-1123 name", self.node_name)));
+            return Err(invalid(
+                "node_name",
+                format!("`{}` is not a DNS-1123 name", self.node_name),
+            ));
         }
         if self.cluster_name.is_empty() {
             return Err(invalid("cluster_name", "must not be empty"));
@@ -216,7 +225,10 @@ impl Config {
             return Err(invalid(key, "must be greater than 0"));
         }
         if r.election_ticks <= r.heartbeat_ticks {
-            return Err(invalid("raft.election_ticks", "must be greater than raft.heartbeat_ticks"));
+            return Err(invalid(
+                "raft.election_ticks",
+                "must be greater than raft.heartbeat_ticks",
+            ));
         }
         Ok(())
     }
@@ -245,7 +257,9 @@ impl Config {
                 let (name, addr) = entry
                     .split_once('=')
                     .filter(|(n, a)| is_dns_label(n) && valid_host_port(a))
-                    .ok_or_else(|| invalid(key, format!("entry `{entry}` is not NAME=HOST:PORT")))?;
+                    .ok_or_else(|| {
+                        invalid(key, format!("entry `{entry}` is not NAME=HOST:PORT"))
+                    })?;
                 v.push((name.to_string(), addr.to_string()));
             }
             v
@@ -259,7 +273,10 @@ impl Config {
             if !self.peer_advertise_addr.is_empty() && *addr != self.peer_advertise_addr {
                 return Err(invalid(
                     "peer_advertise_addr",
-                    format!("`{}` differs from this node's initial_cluster entry `{addr}`", self.peer_advertise_addr),
+                    format!(
+                        "`{}` differs from this node's initial_cluster entry `{addr}`",
+                        self.peer_advertise_addr
+                    ),
                 ));
             }
         }
@@ -286,7 +303,8 @@ impl Config {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -295,14 +313,42 @@ fn valid_host_port(s: &str) -> bool {
     matches!(s.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
+/// Dotted paths of every key of `Config` (from its JSON form, where empty lists survive).
+fn known_keys() -> BTreeSet<String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, v, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    if let Ok(v) = serde_json::to_value(Config::default()) {
+        walk("", &v, &mut out);
+    }
+    out
+}
+
 /// Dotted paths of every leaf key in a config table.
 fn flatten_keys(table: &Map<String, Value>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (k, v) in table {
         match &v.kind {
-            ValueKind::Table(inner) => {
-                out.extend(flatten_keys(inner).into_iter().map(|sub| format!("{k}.{sub}")))
-            }
+            ValueKind::Table(inner) => out.extend(
+                flatten_keys(inner)
+                    .into_iter()
+                    .map(|sub| format!("{k}.{sub}")),
+            ),
             _ => {
                 out.insert(k.clone());
             }

@@ -28,48 +28,128 @@ async fn single_replica_create_update_delete_get_list() {
     c.leader().await;
     let s = c.client(0);
 
-    let r1 = s.create("/registry/pods/default/a", v("a1")).await.expect("create a");
-    let r2 = s.create("/registry/pods/default/b", v("b1")).await.expect("create b");
+    let r1 = s
+        .create("/registry/pods/default/a", v("a1"))
+        .await
+        .expect("create a");
+    let r2 = s
+        .create("/registry/pods/default/b", v("b1"))
+        .await
+        .expect("create b");
     assert!(r2 > r1, "revision increases per write");
     assert_eq!(
         s.create("/registry/pods/default/a", v("again")).await,
-        Err(StoreError::AlreadyExists { key: "/registry/pods/default/a".into() })
+        Err(StoreError::AlreadyExists {
+            key: "/registry/pods/default/a".into()
+        })
     );
 
-    let a = s.get("/registry/pods/default/a", LINEAR).await.expect("get").expect("a exists");
-    assert_eq!((a.value.as_slice(), a.create_revision, a.mod_revision, a.version), (&b"a1"[..], r1, r1, 1));
+    let a = s
+        .get("/registry/pods/default/a", LINEAR)
+        .await
+        .expect("get")
+        .expect("a exists");
+    assert_eq!(
+        (
+            a.value.as_slice(),
+            a.create_revision,
+            a.mod_revision,
+            a.version
+        ),
+        (&b"a1"[..], r1, r1, 1)
+    );
 
-    let r3 = s.update("/registry/pods/default/a", v("a2"), Some(r1)).await.expect("update at current revision");
-    let stale = s.update("/registry/pods/default/a", v("a3"), Some(r1)).await;
-    assert!(matches!(stale, Err(StoreError::Conflict { expected, actual, .. }) if expected == r1 && actual == r3));
-    let a = s.get("/registry/pods/default/a", LINEAR).await.expect("get").expect("a exists");
-    assert_eq!((a.value.as_slice(), a.create_revision, a.mod_revision, a.version), (&b"a2"[..], r1, r3, 2));
+    let r3 = s
+        .update("/registry/pods/default/a", v("a2"), Some(r1))
+        .await
+        .expect("update at current revision");
+    let stale = s
+        .update("/registry/pods/default/a", v("a3"), Some(r1))
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { expected, actual, .. }) if expected == r1 && actual == r3)
+    );
+    let a = s
+        .get("/registry/pods/default/a", LINEAR)
+        .await
+        .expect("get")
+        .expect("a exists");
+    assert_eq!(
+        (
+            a.value.as_slice(),
+            a.create_revision,
+            a.mod_revision,
+            a.version
+        ),
+        (&b"a2"[..], r1, r3, 2)
+    );
     assert!(matches!(
         s.update("/registry/pods/default/zz", v("x"), None).await,
         Err(StoreError::NotFound { .. })
     ));
 
     // Listing is by prefix, in key order; a sibling prefix is not included.
-    s.create("/registry/pods/other/c", v("c1")).await.expect("create c");
-    s.create("/registry/podsx/default/d", v("d1")).await.expect("create d");
-    let all = s.list("/registry/pods/", None, 0, LINEAR).await.expect("list");
+    s.create("/registry/pods/other/c", v("c1"))
+        .await
+        .expect("create c");
+    s.create("/registry/podsx/default/d", v("d1"))
+        .await
+        .expect("create d");
+    let all = s
+        .list("/registry/pods/", None, 0, LINEAR)
+        .await
+        .expect("list");
     let keys: Vec<&str> = all.kvs.iter().map(|kv| kv.key.as_str()).collect();
-    assert_eq!(keys, ["/registry/pods/default/a", "/registry/pods/default/b", "/registry/pods/other/c"]);
+    assert_eq!(
+        keys,
+        [
+            "/registry/pods/default/a",
+            "/registry/pods/default/b",
+            "/registry/pods/other/c"
+        ]
+    );
     assert_eq!(all.continue_after, None);
-    let page1 = s.list("/registry/pods/", None, 2, LINEAR).await.expect("page 1");
+    let page1 = s
+        .list("/registry/pods/", None, 2, LINEAR)
+        .await
+        .expect("page 1");
     assert_eq!(page1.kvs.len(), 2);
-    let page2 = s.list("/registry/pods/", page1.continue_after.clone(), 2, LINEAR).await.expect("page 2");
-    assert_eq!(page2.kvs.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/registry/pods/other/c"]);
+    let page2 = s
+        .list("/registry/pods/", page1.continue_after.clone(), 2, LINEAR)
+        .await
+        .expect("page 2");
+    assert_eq!(
+        page2
+            .kvs
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect::<Vec<_>>(),
+        ["/registry/pods/other/c"]
+    );
     assert_eq!(page2.continue_after, None);
 
     let stale_delete = s.delete("/registry/pods/default/b", Some(r1)).await;
     assert!(matches!(stale_delete, Err(StoreError::Conflict { .. })));
-    let gone = s.delete("/registry/pods/default/b", Some(r2)).await.expect("delete at current revision");
+    let gone = s
+        .delete("/registry/pods/default/b", Some(r2))
+        .await
+        .expect("delete at current revision");
     assert_eq!(gone.value, v("b1"));
     assert!(gone.mod_revision > r3, "a delete gets its own revision");
-    assert_eq!(s.get("/registry/pods/default/b", LINEAR).await.expect("get"), None);
-    assert!(matches!(s.delete("/registry/pods/default/b", None).await, Err(StoreError::NotFound { .. })));
-    assert_eq!(s.revision(LINEAR).await.expect("revision"), gone.mod_revision);
+    assert_eq!(
+        s.get("/registry/pods/default/b", LINEAR)
+            .await
+            .expect("get"),
+        None
+    );
+    assert!(matches!(
+        s.delete("/registry/pods/default/b", None).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        s.revision(LINEAR).await.expect("revision"),
+        gone.mod_revision
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,27 +160,77 @@ async fn single_replica_txn_is_all_or_nothing() {
     let base = s.create("/k/existing", v("0")).await.expect("create");
 
     let failing = vec![
-        Op::Create { key: "/k/new1".into(), value: v("1") },
-        Op::Update { key: "/k/existing".into(), value: v("1"), expected_mod_revision: Some(base) },
-        Op::Create { key: "/k/existing".into(), value: v("dup") },
+        Op::Create {
+            key: "/k/new1".into(),
+            value: v("1"),
+        },
+        Op::Update {
+            key: "/k/existing".into(),
+            value: v("1"),
+            expected_mod_revision: Some(base),
+        },
+        Op::Create {
+            key: "/k/existing".into(),
+            value: v("dup"),
+        },
     ];
-    assert!(matches!(s.txn(failing).await, Err(StoreError::AlreadyExists { .. })));
-    assert_eq!(s.get("/k/new1", LINEAR).await.expect("get"), None, "no op of a failed txn applies");
-    assert_eq!(s.get("/k/existing", LINEAR).await.expect("get").map(|kv| kv.value), Some(v("0")));
-    assert_eq!(s.revision(LINEAR).await.expect("revision"), base, "a failed txn makes no revision");
+    assert!(matches!(
+        s.txn(failing).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        s.get("/k/new1", LINEAR).await.expect("get"),
+        None,
+        "no op of a failed txn applies"
+    );
+    assert_eq!(
+        s.get("/k/existing", LINEAR)
+            .await
+            .expect("get")
+            .map(|kv| kv.value),
+        Some(v("0"))
+    );
+    assert_eq!(
+        s.revision(LINEAR).await.expect("revision"),
+        base,
+        "a failed txn makes no revision"
+    );
 
     let ok = vec![
-        Op::Create { key: "/k/new1".into(), value: v("1") },
-        Op::Update { key: "/k/existing".into(), value: v("2"), expected_mod_revision: Some(base) },
-        Op::Delete { key: "/k/new1".into(), expected_mod_revision: None },
-        Op::Create { key: "/k/new2".into(), value: v("3") },
+        Op::Create {
+            key: "/k/new1".into(),
+            value: v("1"),
+        },
+        Op::Update {
+            key: "/k/existing".into(),
+            value: v("2"),
+            expected_mod_revision: Some(base),
+        },
+        Op::Delete {
+            key: "/k/new1".into(),
+            expected_mod_revision: None,
+        },
+        Op::Create {
+            key: "/k/new2".into(),
+            value: v("3"),
+        },
     ];
     let r = s.txn(ok).await.expect("txn applies");
     assert_eq!(r.revision, base + 1, "one revision for the whole txn");
     assert_eq!(s.get("/k/new1", LINEAR).await.expect("get"), None);
-    let e = s.get("/k/existing", LINEAR).await.expect("get").expect("exists");
+    let e = s
+        .get("/k/existing", LINEAR)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!((e.value, e.mod_revision), (v("2"), base + 1));
-    assert_eq!(s.get("/k/new2", LINEAR).await.expect("get").map(|kv| kv.mod_revision), Some(base + 1));
+    assert_eq!(
+        s.get("/k/new2", LINEAR)
+            .await
+            .expect("get")
+            .map(|kv| kv.mod_revision),
+        Some(base + 1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,20 +240,31 @@ async fn watch_from_past_revision_delivers_every_later_event_in_order() {
     let s = c.client(0);
     let start = s.create("/w/a", v("1")).await.expect("create");
     s.update("/w/a", v("2"), None).await.expect("update");
-    s.create("/other/x", v("x")).await.expect("create outside prefix");
+    s.create("/other/x", v("x"))
+        .await
+        .expect("create outside prefix");
     s.create("/w/b", v("1")).await.expect("create");
     s.delete("/w/a", None).await.expect("delete");
 
-    let mut w = s.watch("/w/", Some(start)).await.expect("watch from the first write");
+    let mut w = s
+        .watch("/w/", Some(start))
+        .await
+        .expect("watch from the first write");
     // Live events after the watch started arrive after the replayed ones.
     s.create("/w/c", v("live")).await.expect("create");
     let mut got = Vec::new();
     for _ in 0..4 {
-        let e = tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("event in time").expect("stream open");
+        let e = tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("event in time")
+            .expect("stream open");
         got.push((e.kind, e.kv.key.clone(), e.kv.mod_revision));
     }
     let revs: Vec<u64> = got.iter().map(|g| g.2).collect();
-    assert!(revs.windows(2).all(|p| p[0] < p[1]), "revision order: {revs:?}");
+    assert!(
+        revs.windows(2).all(|p| p[0] < p[1]),
+        "revision order: {revs:?}"
+    );
     let kinds: Vec<(EventKind, &str)> = got.iter().map(|g| (g.0.clone(), g.1.as_str())).collect();
     assert_eq!(
         kinds,
@@ -147,11 +288,17 @@ async fn watch_from_compacted_revision_fails_with_expired() {
         s.create(&format!("/w/{i}"), v("x")).await.expect("create");
     }
     let err = s.watch("/w/", Some(first)).await.err();
-    assert!(matches!(err, Some(StoreError::Expired { requested, .. }) if requested == first), "{err:?}");
+    assert!(
+        matches!(err, Some(StoreError::Expired { requested, .. }) if requested == first),
+        "{err:?}"
+    );
     // The recent past is still served.
     let now = s.revision(LINEAR).await.expect("revision");
     let mut w = s.watch("/w/", Some(now - 3)).await.expect("recent watch");
-    let e = tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("event").expect("open");
+    let e = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("event")
+        .expect("open");
     assert_eq!(e.kv.mod_revision, now - 2);
 }
 
@@ -161,11 +308,24 @@ async fn write_on_a_follower_is_visible_on_all_three() {
     let c = Cluster::start(3, |_| {});
     let leader = c.leader().await;
     let follower = (leader + 1) % 3;
-    let rev = c.client(follower).create("/f/key", v("from follower")).await.expect("write via follower");
+    let rev = c
+        .client(follower)
+        .create("/f/key", v("from follower"))
+        .await
+        .expect("write via follower");
     for i in 0..3 {
         // Linearizable on every replica, and locally applied too.
-        let kv = c.client(i).get("/f/key", LINEAR).await.expect("get").expect("present");
-        assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"from follower"[..], rev), "replica {i}");
+        let kv = c
+            .client(i)
+            .get("/f/key", LINEAR)
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(
+            (kv.value.as_slice(), kv.mod_revision),
+            (&b"from follower"[..], rev),
+            "replica {i}"
+        );
         let client = c.client(i);
         assert!(
             eventually(Duration::from_secs(5), || {
@@ -185,7 +345,8 @@ async fn leader_stop_under_16_writers_loses_no_acknowledged_write() {
     let leader = c.leader().await;
     let clients: Vec<_> = (0..3).map(|i| c.client(i)).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    type Acked = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let acked: Acked = Arc::default();
     let mut writers = Vec::new();
     for w in 0..16 {
         let (clients, stop, acked) = (clients.clone(), stop.clone(), acked.clone());
@@ -210,7 +371,10 @@ async fn leader_stop_under_16_writers_loses_no_acknowledged_write() {
         }));
     }
     let count = || acked.lock().expect("lock").len();
-    assert!(eventually(Duration::from_secs(10), || async { count() >= 200 }).await, "writes flow");
+    assert!(
+        eventually(Duration::from_secs(10), || async { count() >= 200 }).await,
+        "writes flow"
+    );
 
     let stopped_at = Instant::now();
     let before = count();
@@ -219,9 +383,15 @@ async fn leader_stop_under_16_writers_loses_no_acknowledged_write() {
     let new_leader = c.leader_among(&others, Duration::from_secs(3)).await;
     let failover = stopped_at.elapsed();
     assert!(new_leader.is_some(), "no new leader within 3 s");
-    assert!(failover < Duration::from_secs(3), "failover took {failover:?}");
     assert!(
-        eventually(Duration::from_secs(10), || async { count() >= before + 200 }).await,
+        failover < Duration::from_secs(3),
+        "failover took {failover:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            count() >= before + 200
+        })
+        .await,
         "writing continues after the failover"
     );
     stop.store(true, Ordering::Relaxed);
@@ -229,16 +399,34 @@ async fn leader_stop_under_16_writers_loses_no_acknowledged_write() {
         w.await.expect("writer task");
     }
 
-    assert!(c.converged(Duration::from_secs(10)).await, "survivors converge");
+    assert!(
+        c.converged(Duration::from_secs(10)).await,
+        "survivors converge"
+    );
     let acked = acked.lock().expect("lock").clone();
     for i in others {
-        let listed = c.client(i).list("/load/", None, 0, LOCAL).await.expect("list");
-        let stored: BTreeMap<String, Vec<u8>> = listed.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        let listed = c
+            .client(i)
+            .list("/load/", None, 0, LOCAL)
+            .await
+            .expect("list");
+        let stored: BTreeMap<String, Vec<u8>> = listed
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
         for (key, value) in &acked {
-            assert_eq!(stored.get(key), Some(value), "acknowledged write {key} missing on replica {i}");
+            assert_eq!(
+                stored.get(key),
+                Some(value),
+                "acknowledged write {key} missing on replica {i}"
+            );
         }
     }
-    eprintln!("{} acknowledged writes checked; failover in {failover:?}", acked.len());
+    eprintln!(
+        "{} acknowledged writes checked; failover in {failover:?}",
+        acked.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,16 +435,34 @@ async fn restarted_follower_catches_up_by_log_replay() {
     let mut c = Cluster::start(3, |_| {});
     let leader = c.leader().await;
     let f = (leader + 1) % 3;
-    c.client(leader).create("/r/before", v("0")).await.expect("write");
+    c.client(leader)
+        .create("/r/before", v("0"))
+        .await
+        .expect("write");
     tokio::task::block_in_place(|| c.stop_replica(f));
     for i in 0..100 {
-        c.client(leader).create(&format!("/r/{i:03}"), v("x")).await.expect("write while follower down");
+        c.client(leader)
+            .create(&format!("/r/{i:03}"), v("x"))
+            .await
+            .expect("write while follower down");
     }
     tokio::task::block_in_place(|| c.start_replica(f));
-    assert!(c.converged(Duration::from_secs(10)).await, "follower catches up");
+    assert!(
+        c.converged(Duration::from_secs(10)).await,
+        "follower catches up"
+    );
     let st = c.status(f).await;
-    assert_eq!(st.snapshots_installed, 0, "caught up from the log, not a snapshot");
-    let keys = c.client(f).list("/r/", None, 0, LOCAL).await.expect("list").kvs.len();
+    assert_eq!(
+        st.snapshots_installed, 0,
+        "caught up from the log, not a snapshot"
+    );
+    let keys = c
+        .client(f)
+        .list("/r/", None, 0, LOCAL)
+        .await
+        .expect("list")
+        .kvs
+        .len();
     assert_eq!(keys, 101);
 }
 
@@ -269,29 +475,53 @@ async fn follower_behind_the_compacted_log_catches_up_by_snapshot() {
     });
     let leader = c.leader().await;
     let f = (leader + 1) % 3;
-    c.client(leader).create("/s/before", v("0")).await.expect("write");
+    c.client(leader)
+        .create("/s/before", v("0"))
+        .await
+        .expect("write");
     assert!(c.converged(Duration::from_secs(5)).await);
     let f_last = c.status(f).await.last_index;
     tokio::task::block_in_place(|| c.stop_replica(f));
     for i in 0..120 {
-        c.client(leader).create(&format!("/s/{i:03}"), v("x")).await.expect("write while follower down");
+        c.client(leader)
+            .create(&format!("/s/{i:03}"), v("x"))
+            .await
+            .expect("write while follower down");
     }
     let ls = c.status(leader).await;
-    assert!(ls.first_index > f_last + 1, "leader compacted past the follower: {ls:?} vs {f_last}");
+    assert!(
+        ls.first_index > f_last + 1,
+        "leader compacted past the follower: {ls:?} vs {f_last}"
+    );
     tokio::task::block_in_place(|| c.start_replica(f));
-    assert!(c.converged(Duration::from_secs(10)).await, "follower catches up");
+    assert!(
+        c.converged(Duration::from_secs(10)).await,
+        "follower catches up"
+    );
     let st = c.status(f).await;
     assert!(st.snapshots_installed >= 1, "caught up by snapshot: {st:?}");
     assert_eq!(st.revision, ls.revision);
     let listed = c.client(f).list("/s/", None, 0, LOCAL).await.expect("list");
     assert_eq!(listed.kvs.len(), 121);
     // It keeps following the log afterwards.
-    let rev = c.client(leader).create("/s/after", v("y")).await.expect("write");
+    let rev = c
+        .client(leader)
+        .create("/s/after", v("y"))
+        .await
+        .expect("write");
     let client = c.client(f);
     assert!(
         eventually(Duration::from_secs(5), || {
             let client = client.clone();
-            async move { client.get("/s/after", LOCAL).await.ok().flatten().map(|kv| kv.mod_revision) == Some(rev) }
+            async move {
+                client
+                    .get("/s/after", LOCAL)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|kv| kv.mod_revision)
+                    == Some(rev)
+            }
         })
         .await
     );
@@ -303,31 +533,68 @@ async fn isolated_replica_commits_nothing_then_converges_after_healing() {
     let timeout = Duration::from_secs(2);
     let c = Cluster::start(3, |o| o.request_timeout = timeout);
     let cut = c.leader().await;
-    c.client(cut).create("/p/before", v("0")).await.expect("write");
+    c.client(cut)
+        .create("/p/before", v("0"))
+        .await
+        .expect("write");
     assert!(c.converged(Duration::from_secs(5)).await);
     let commit_before = c.status(cut).await.commit_index;
 
     c.replica(cut).set_isolated(true);
     let started = Instant::now();
-    let err = c.client(cut).create("/p/lost", v("x")).await.expect_err("an isolated replica cannot commit");
+    let err = c
+        .client(cut)
+        .create("/p/lost", v("x"))
+        .await
+        .expect_err("an isolated replica cannot commit");
     assert!(err.is_retryable(), "retryable error expected, got {err}");
-    assert!(started.elapsed() < timeout + Duration::from_millis(500), "failed within the timeout");
+    assert!(
+        started.elapsed() < timeout + Duration::from_millis(500),
+        "failed within the timeout"
+    );
     let read = c.client(cut).get("/p/before", LINEAR).await;
-    assert!(matches!(read, Err(ref e) if e.is_retryable()), "no linearizable read either: {read:?}");
+    assert!(
+        matches!(read, Err(ref e) if e.is_retryable()),
+        "no linearizable read either: {read:?}"
+    );
 
     let others: Vec<usize> = (0..3).filter(|&i| i != cut).collect();
-    let new_leader = c.leader_among(&others, Duration::from_secs(5)).await.expect("majority elects a leader");
+    let new_leader = c
+        .leader_among(&others, Duration::from_secs(5))
+        .await
+        .expect("majority elects a leader");
     for i in 0..20 {
-        c.client(new_leader).create(&format!("/p/{i}"), v("y")).await.expect("majority keeps writing");
+        c.client(new_leader)
+            .create(&format!("/p/{i}"), v("y"))
+            .await
+            .expect("majority keeps writing");
     }
-    assert_eq!(c.status(cut).await.commit_index, commit_before, "the isolated replica committed nothing");
+    assert_eq!(
+        c.status(cut).await.commit_index,
+        commit_before,
+        "the isolated replica committed nothing"
+    );
 
     c.replica(cut).set_isolated(false);
-    assert!(c.converged(Duration::from_secs(10)).await, "converges after healing");
-    let reference = c.client(new_leader).list("/p/", None, 0, LINEAR).await.expect("list");
+    assert!(
+        c.converged(Duration::from_secs(10)).await,
+        "converges after healing"
+    );
+    let reference = c
+        .client(new_leader)
+        .list("/p/", None, 0, LINEAR)
+        .await
+        .expect("list");
     assert_eq!(reference.kvs.len(), 21);
-    assert!(reference.kvs.iter().all(|kv| kv.key != "/p/lost"), "the failed write never applied");
-    let healed = c.client(cut).list("/p/", None, 0, LOCAL).await.expect("list");
+    assert!(
+        reference.kvs.iter().all(|kv| kv.key != "/p/lost"),
+        "the failed write never applied"
+    );
+    let healed = c
+        .client(cut)
+        .list("/p/", None, 0, LOCAL)
+        .await
+        .expect("list");
     assert_eq!(healed.kvs, reference.kvs);
 }
 
@@ -337,11 +604,22 @@ async fn restart_of_all_three_keeps_every_key_and_the_revision() {
     let mut c = Cluster::start(3, |o| o.snapshot_interval = 64);
     let leader = c.leader().await;
     for i in 0..150 {
-        c.client(leader).create(&format!("/all/{i:03}"), format!("v{i}").into_bytes()).await.expect("write");
+        c.client(leader)
+            .create(&format!("/all/{i:03}"), format!("v{i}").into_bytes())
+            .await
+            .expect("write");
     }
-    c.client(leader).delete("/all/000", None).await.expect("delete");
+    c.client(leader)
+        .delete("/all/000", None)
+        .await
+        .expect("delete");
     let rev = c.client(leader).revision(LINEAR).await.expect("revision");
-    let before = c.client(leader).list("/all/", None, 0, LINEAR).await.expect("list").kvs;
+    let before = c
+        .client(leader)
+        .list("/all/", None, 0, LINEAR)
+        .await
+        .expect("list")
+        .kvs;
     assert!(c.converged(Duration::from_secs(5)).await);
     tokio::task::block_in_place(|| {
         for i in 0..3 {
@@ -353,10 +631,75 @@ async fn restart_of_all_three_keeps_every_key_and_the_revision() {
     });
     c.leader().await;
     for i in 0..3 {
-        let after = c.client(i).list("/all/", None, 0, LINEAR).await.expect("list after restart");
+        let after = c
+            .client(i)
+            .list("/all/", None, 0, LINEAR)
+            .await
+            .expect("list after restart");
         assert_eq!(after.revision, rev, "revision kept on replica {i}");
         assert_eq!(after.kvs, before, "keys kept on replica {i}");
     }
-    let next = c.client(0).create("/all/next", v("n")).await.expect("write after restart");
+    let next = c
+        .client(0)
+        .create("/all/next", v("n"))
+        .await
+        .expect("write after restart");
     assert_eq!(next, rev + 1);
+}
+
+/// Sends one framed hello (cluster id, node id) and a heartbeat at `term` over raw TCP, as a
+/// peer would; returns whether the replica closed the connection.
+async fn knock(addr: &str, cluster_id: u64, term: u64) -> bool {
+    use protobuf::Message as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut hello = b"SKIFFRP1".to_vec();
+    hello.extend_from_slice(&cluster_id.to_le_bytes());
+    hello.extend_from_slice(&2u64.to_le_bytes());
+    let mut msg = raft::eraftpb::Message::default();
+    msg.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    msg.from = 2;
+    msg.to = 1;
+    msg.term = term;
+    let body = msg.write_to_bytes().expect("encode");
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to peer port");
+    let mut wire = Vec::new();
+    for frame in [hello, body] {
+        wire.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&frame);
+    }
+    if s.write_all(&wire).await.is_err() {
+        return true; // already closed by the replica
+    }
+    let mut buf = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_from_a_peer_of_another_cluster_are_refused() {
+    let c = Cluster::start(1, |_| {});
+    c.leader().await;
+    let addr = c.opts[0].peers[&1].clone();
+    let term = c.status(0).await.term;
+    assert!(
+        knock(&addr, 0xbad, term + 10).await,
+        "connection of a foreign cluster is closed"
+    );
+    assert_eq!(c.status(0).await.term, term, "its message was not stepped");
+    // The same message from this cluster is taken: the higher term is adopted.
+    assert!(
+        !knock(&addr, c.opts[0].cluster_id, term + 10).await,
+        "own cluster stays connected"
+    );
+    let replica = c.replica(0);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            replica.status().await.map(|s| s.term).unwrap_or(0) >= term + 10
+        })
+        .await
+    );
 }

@@ -12,7 +12,11 @@ use crate::store::datadir::DataDirError;
 use crate::store::StoreError;
 
 #[derive(Parser)]
-#[command(name = "skiff", version, about = "A small, fast, Kubernetes-compatible container orchestrator")]
+#[command(
+    name = "skiff",
+    version,
+    about = "A small, fast, Kubernetes-compatible container orchestrator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a control-plane node: a replica of the Raft store plus health and metrics.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Print the version.
     Version,
 }
@@ -32,6 +36,9 @@ pub struct ServerArgs {
     /// TOML config file (default: /etc/skiff/config.toml if it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Print the effective configuration (all layers applied) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
     #[arg(long)]
     pub node_name: Option<String>,
     #[arg(long, value_name = "DIR")]
@@ -88,7 +95,7 @@ pub fn main() -> i32 {
             println!("skiff {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Server(args) => server::run(args),
+        Command::Server(args) => server::run(*args),
     };
     match result {
         Ok(()) => 0,

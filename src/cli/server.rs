@@ -33,41 +33,55 @@ fn flag_overrides(a: &ServerArgs) -> Result<Vec<(String, Value)>, CliError> {
         out.push(("initial_cluster".into(), Value::from(members.clone())));
     }
     for kv in &a.set {
-        let (k, v) = kv.split_once('=').ok_or_else(|| {
-            crate::config::ConfigError::Invalid {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| crate::config::ConfigError::Invalid {
                 key: kv.clone(),
                 reason: "--set takes KEY=VALUE".into(),
-            }
-        })?;
+            })?;
         out.push((k.trim().into(), Value::from(v)));
     }
     Ok(out)
 }
 
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,raft=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,raft=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn run(args: ServerArgs) -> Result<(), CliError> {
     let cfg = Config::load(args.config.as_deref(), &flag_overrides(&args)?)?;
+    if args.print_config {
+        let text = toml::to_string(&cfg).map_err(|e| std::io::Error::other(e.to_string()))?;
+        print!("{text}");
+        return Ok(());
+    }
     init_logging();
     let members = cfg.members()?;
-    let pairs: Vec<(String, String)> = members.iter().map(|m| (m.name.clone(), m.peer_addr.clone())).collect();
-    let cluster_id = datadir::cluster_id(&cfg.cluster_name, &pairs);
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    let cluster_id = datadir::cluster_id(&cfg.cluster_name, &names);
     // validate() guarantees this node is a member.
     let me = members
         .iter()
         .find(|m| m.name == cfg.node_name)
-        .ok_or_else(|| CliError::Config(crate::config::ConfigError::Invalid {
-            key: "initial_cluster".into(),
-            reason: format!("does not name this node `{}`", cfg.node_name),
-        }))?;
+        .ok_or_else(|| {
+            CliError::Config(crate::config::ConfigError::Invalid {
+                key: "initial_cluster".into(),
+                reason: format!("does not name this node `{}`", cfg.node_name),
+            })
+        })?;
     datadir::prepare(&cfg.data_dir, cluster_id, me.id, &me.name)?;
     let opts = NodeOptions {
         id: me.id,
         cluster_id,
-        peers: members.iter().map(|m| (m.id, m.peer_addr.clone())).collect(),
+        peers: members
+            .iter()
+            .map(|m| (m.id, m.peer_addr.clone()))
+            .collect(),
         data_dir: cfg.data_dir.clone(),
         tick: cfg.tick(),
         election_ticks: cfg.raft.election_ticks,
@@ -78,11 +92,14 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         snapshot_catchup_entries: cfg.raft.snapshot_catchup_entries,
         request_timeout: cfg.request_timeout(),
         watch_history: cfg.store.watch_history,
+        tolerate_tail_corruption: cfg.store.tolerate_tail_corruption,
     };
     let registry = Registry::new();
-    let replica = Replica::start(opts, cfg.peer_listen_addr, &registry).map_err(|source| CliError::Store {
-        dir: cfg.data_dir.display().to_string(),
-        source,
+    let replica = Replica::start(opts, cfg.peer_listen_addr, &registry).map_err(|source| {
+        CliError::Store {
+            dir: cfg.data_dir.display().to_string(),
+            source,
+        }
     })?;
     info!(
         node = %cfg.node_name,

@@ -110,7 +110,9 @@ impl StoreClient {
                 Ok(Ok(r)) => r,
             };
             match result {
-                Err(StoreError::ProposalDropped(why)) if Instant::now() + RETRY_PAUSE < deadline => {
+                Err(StoreError::ProposalDropped(why))
+                    if Instant::now() + RETRY_PAUSE < deadline =>
+                {
                     tracing::debug!("proposal dropped ({why}); proposing again");
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
@@ -119,8 +121,14 @@ impl StoreClient {
         }
     }
 
-    pub async fn get(&self, key: &str, consistency: Consistency) -> Result<Option<KeyValue>, StoreError> {
-        let r = self.read(Query::Get { key: key.into() }, consistency).await?;
+    pub async fn get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<KeyValue>, StoreError> {
+        let r = self
+            .read(Query::Get { key: key.into() }, consistency)
+            .await?;
         Ok(r.kvs.into_iter().next())
     }
 
@@ -170,7 +178,11 @@ impl StoreClient {
         self.addr.send(msg).await.map_err(|_| StoreError::Stopped)?
     }
 
-    async fn read(&self, query: Query, consistency: Consistency) -> Result<QueryResult, StoreError> {
+    async fn read(
+        &self,
+        query: Query,
+        consistency: Consistency,
+    ) -> Result<QueryResult, StoreError> {
         let msg = Read {
             query,
             linearizable: consistency == Consistency::Linearizable,

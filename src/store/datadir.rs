@@ -43,7 +43,12 @@ struct Meta {
 }
 
 /// Creates the directory for a new member, or checks that an existing one is this member's.
-pub fn prepare(path: &Path, cluster_id: u64, node_id: u64, node_name: &str) -> Result<(), DataDirError> {
+pub fn prepare(
+    path: &Path,
+    cluster_id: u64,
+    node_id: u64,
+    node_name: &str,
+) -> Result<(), DataDirError> {
     let io = |source| DataDirError::Io {
         path: path.to_path_buf(),
         source,
@@ -58,10 +63,11 @@ pub fn prepare(path: &Path, cluster_id: u64, node_id: u64, node_name: &str) -> R
     };
     match fs::read(&meta_path) {
         Ok(bytes) => {
-            let found: Meta = serde_json::from_slice(&bytes).map_err(|e| DataDirError::Corrupt {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            let found: Meta =
+                serde_json::from_slice(&bytes).map_err(|e| DataDirError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
             if found.format != FORMAT {
                 return Err(DataDirError::Corrupt {
                     path: path.to_path_buf(),
@@ -88,7 +94,9 @@ pub fn prepare(path: &Path, cluster_id: u64, node_id: u64, node_name: &str) -> R
             let tmp = path.join(format!("{META_FILE}.tmp"));
             let body = serde_json::to_vec_pretty(&want).map_err(|e| io(e.into()))?;
             fs::write(&tmp, body).map_err(io)?;
-            fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
             fs::rename(&tmp, &meta_path).map_err(io)?;
             Ok(())
         }
@@ -96,10 +104,11 @@ pub fn prepare(path: &Path, cluster_id: u64, node_id: u64, node_name: &str) -> R
     }
 }
 
-/// A stable id for a cluster: FNV-1a over its name and sorted member list, so every member
-/// computes the same value and a member of another cluster is told apart.
-pub fn cluster_id(name: &str, members: &[(String, String)]) -> u64 {
-    let mut sorted: Vec<String> = members.iter().map(|(n, a)| format!("{n}={a}")).collect();
+/// A stable id for a cluster: FNV-1a over its name and sorted member names, so every member
+/// computes the same value and a member of another cluster is told apart. Peer addresses
+/// are left out: a member may move to a new address and keep its data.
+pub fn cluster_id(name: &str, member_names: &[String]) -> u64 {
+    let mut sorted = member_names.to_vec();
     sorted.sort();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes().chain([0]).chain(sorted.join(",").bytes()) {
@@ -119,19 +128,29 @@ mod tests {
         let p = dir.path().join("d");
         prepare(&p, 7, 1, "n1").expect("new dir");
         prepare(&p, 7, 1, "n1").expect("same member again");
-        assert!(matches!(prepare(&p, 8, 1, "n1"), Err(DataDirError::Foreign { .. })));
-        assert!(matches!(prepare(&p, 7, 2, "n2"), Err(DataDirError::Foreign { .. })));
+        assert!(matches!(
+            prepare(&p, 8, 1, "n1"),
+            Err(DataDirError::Foreign { .. })
+        ));
+        assert!(matches!(
+            prepare(&p, 7, 2, "n2"),
+            Err(DataDirError::Foreign { .. })
+        ));
         let other = dir.path().join("other");
         fs::create_dir_all(&other).expect("mkdir");
         fs::write(other.join("x"), b"y").expect("write");
-        assert!(matches!(prepare(&other, 7, 1, "n1"), Err(DataDirError::NotSkiff { .. })));
+        assert!(matches!(
+            prepare(&other, 7, 1, "n1"),
+            Err(DataDirError::NotSkiff { .. })
+        ));
     }
 
     #[test]
     fn cluster_id_ignores_member_order() {
-        let a = [("n1".to_string(), "h:1".to_string()), ("n2".to_string(), "h:2".to_string())];
+        let a = ["n1".to_string(), "n2".to_string()];
         let b = [a[1].clone(), a[0].clone()];
         assert_eq!(cluster_id("x", &a), cluster_id("x", &b));
         assert_ne!(cluster_id("x", &a), cluster_id("y", &a));
+        assert_ne!(cluster_id("x", &a), cluster_id("x", &a[..1]));
     }
 }

@@ -50,11 +50,27 @@ impl StoreMetrics {
         r.register(Box::new(proposal_seconds.clone()))?;
         Ok(Self {
             term: gauge(r, "skiff_raft_term", "Current Raft term.")?,
-            leader_id: gauge(r, "skiff_raft_leader_id", "Raft id of the known leader (0: none).")?,
-            is_leader: gauge(r, "skiff_raft_is_leader", "1 if this replica is the Raft leader.")?,
-            commit_index: gauge(r, "skiff_raft_commit_index", "Highest log index known committed.")?,
+            leader_id: gauge(
+                r,
+                "skiff_raft_leader_id",
+                "Raft id of the known leader (0: none).",
+            )?,
+            is_leader: gauge(
+                r,
+                "skiff_raft_is_leader",
+                "1 if this replica is the Raft leader.",
+            )?,
+            commit_index: gauge(
+                r,
+                "skiff_raft_commit_index",
+                "Highest log index known committed.",
+            )?,
             applied_index: gauge(r, "skiff_raft_applied_index", "Highest log index applied.")?,
-            proposals: counter(r, "skiff_raft_proposals_total", "Writes proposed on this replica.")?,
+            proposals: counter(
+                r,
+                "skiff_raft_proposals_total",
+                "Writes proposed on this replica.",
+            )?,
             proposals_failed: counter(
                 r,
                 "skiff_raft_proposals_failed_total",
@@ -62,7 +78,11 @@ impl StoreMetrics {
             )?,
             proposal_seconds,
             leader_changes: counter(r, "skiff_raft_leader_changes_total", "Leader changes seen.")?,
-            snapshots_saved: counter(r, "skiff_raft_snapshots_saved_total", "Snapshots written to disk.")?,
+            snapshots_saved: counter(
+                r,
+                "skiff_raft_snapshots_saved_total",
+                "Snapshots written to disk.",
+            )?,
             snapshots_installed: counter(
                 r,
                 "skiff_raft_snapshots_installed_total",

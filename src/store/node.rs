@@ -19,7 +19,9 @@ use tracing::{debug, error, info};
 use super::error::StoreError;
 use super::logger::raft_logger;
 use super::metrics::StoreMetrics;
-use super::pending::{Envelope, PendingRead, Proposals, Query, QueryResult, ReadResult, Reads, WriteResult};
+use super::pending::{
+    Envelope, PendingRead, Proposals, Query, QueryResult, ReadResult, Reads, WriteResult,
+};
 use super::state_machine::{Op, StateMachine};
 use super::storage::RaftStorage;
 use super::transport::{Inbound, PeerUnreachable, Transport};
@@ -45,6 +47,8 @@ pub struct NodeOptions {
     pub request_timeout: Duration,
     /// Events kept for watches from a past revision.
     pub watch_history: usize,
+    /// Open a log with a damaged tail by dropping the tail (see the README).
+    pub tolerate_tail_corruption: bool,
 }
 
 /// Lock-free view of the replica for health checks.
@@ -130,9 +134,13 @@ pub struct RaftNode {
 
 impl RaftNode {
     /// Opens the replica's storage and state; the transport is attached with `attach`.
-    pub fn open(opts: NodeOptions, metrics: StoreMetrics, health: Arc<Health>) -> Result<Self, StoreError> {
+    pub fn open(
+        opts: NodeOptions,
+        metrics: StoreMetrics,
+        health: Arc<Health>,
+    ) -> Result<Self, StoreError> {
         let voters: Vec<u64> = opts.peers.keys().copied().collect();
-        let recovered = RaftStorage::open(&opts.data_dir, &voters)?;
+        let recovered = RaftStorage::open(&opts.data_dir, &voters, opts.tolerate_tail_corruption)?;
         let (sm, applied, applied_term) = match &recovered.snapshot {
             Some(s) => (
                 StateMachine::decode(s.get_data())?,
@@ -158,7 +166,12 @@ impl RaftNode {
         let raw = RawNode::new(&cfg, recovered.storage, &raft_logger(opts.id))
             .map_err(|e| StoreError::Storage(format!("raft: {e}")))?;
         let hub = WatchHub::new(opts.watch_history, sm.revision());
-        info!(id = opts.id, applied, revision = sm.revision(), "store replica opened");
+        info!(
+            id = opts.id,
+            applied,
+            revision = sm.revision(),
+            "store replica opened"
+        );
         Ok(Self {
             raw,
             sm,
@@ -223,7 +236,11 @@ impl RaftNode {
                 limit,
             } => {
                 let (kvs, more) = self.sm.list(prefix, start_after.as_deref(), *limit);
-                QueryResult { revision, kvs, more }
+                QueryResult {
+                    revision,
+                    kvs,
+                    more,
+                }
             }
         }
     }
@@ -296,7 +313,13 @@ impl RaftNode {
     fn on_leader(&mut self, leader: u64, role: StateRole) {
         if leader != self.health.leader() {
             self.metrics.leader_changes.inc();
-            info!(id = self.opts.id, leader, ?role, term = self.raw.raft.term, "leader changed");
+            info!(
+                id = self.opts.id,
+                leader,
+                ?role,
+                term = self.raw.raft.term,
+                "leader changed"
+            );
         }
         self.health.leader.store(leader, Ordering::Relaxed);
     }
@@ -305,7 +328,12 @@ impl RaftNode {
         let sm = StateMachine::decode(snap.get_data())?;
         let meta = snap.get_metadata();
         self.raw.mut_store().install_received(snap)?;
-        info!(id = self.opts.id, index = meta.index, revision = sm.revision(), "installed snapshot from leader");
+        info!(
+            id = self.opts.id,
+            index = meta.index,
+            revision = sm.revision(),
+            "installed snapshot from leader"
+        );
         self.sm = sm;
         self.applied = meta.index;
         self.applied_term = meta.term;
@@ -348,7 +376,11 @@ impl RaftNode {
         Ok(())
     }
 
-    fn apply_normal(&mut self, e: &raft::eraftpb::Entry, events: &mut Vec<super::state_machine::Event>) {
+    fn apply_normal(
+        &mut self,
+        e: &raft::eraftpb::Entry,
+        events: &mut Vec<super::state_machine::Event>,
+    ) {
         if e.data.is_empty() {
             return; // a new leader's empty entry
         }
@@ -404,11 +436,18 @@ impl RaftNode {
         meta.index = self.applied;
         meta.term = self.applied_term;
         meta.set_conf_state(self.raw.store().conf_state().clone());
-        let compact_to = self.applied.saturating_sub(self.opts.snapshot_catchup_entries);
+        let compact_to = self
+            .applied
+            .saturating_sub(self.opts.snapshot_catchup_entries);
         self.raw.mut_store().save_snapshot(&snap, compact_to)?;
         self.last_snapshot = self.applied;
         self.metrics.snapshots_saved.inc();
-        debug!(id = self.opts.id, index = self.applied, compact_to, "snapshot saved");
+        debug!(
+            id = self.opts.id,
+            index = self.applied,
+            compact_to,
+            "snapshot saved"
+        );
         Ok(())
     }
 
@@ -440,7 +479,10 @@ impl RaftNode {
 
     /// Storage failed: continuing could break Raft's guarantees, so this replica stops.
     fn fatal(&mut self, ctx: &mut Context<Self>, e: StoreError) {
-        error!(id = self.opts.id, "store replica stopping after a storage failure: {e}");
+        error!(
+            id = self.opts.id,
+            "store replica stopping after a storage failure: {e}"
+        );
         self.proposals.fail_all(|| StoreError::Stopped);
         ctx.stop();
         System::current().stop_with_code(1);
@@ -457,7 +499,9 @@ impl RaftNode {
         m.keys.set(self.sm.key_count() as i64);
         m.revision.set(self.sm.revision() as i64);
         m.watchers.set(self.hub.watcher_count() as i64);
-        self.health.commit.store(r.raft_log.committed, Ordering::Relaxed);
+        self.health
+            .commit
+            .store(r.raft_log.committed, Ordering::Relaxed);
         self.health.applied.store(self.applied, Ordering::Relaxed);
         self.health.leader.store(r.leader_id, Ordering::Relaxed);
     }
@@ -470,7 +514,8 @@ struct Outbox {
 }
 
 fn parse_pb<M: protobuf::Message>(data: &[u8]) -> Result<M, StoreError> {
-    M::parse_from_bytes(data).map_err(|e| StoreError::Storage(format!("bad conf change entry: {e}")))
+    M::parse_from_bytes(data)
+        .map_err(|e| StoreError::Storage(format!("bad conf change entry: {e}")))
 }
 
 impl Actor for RaftNode {

@@ -75,7 +75,11 @@ impl Proposals {
         self.fail_where(|_| true, err)
     }
 
-    fn fail_where(&mut self, cond: impl Fn(&PendingWrite) -> bool, err: impl Fn() -> StoreError) -> usize {
+    fn fail_where(
+        &mut self,
+        cond: impl Fn(&PendingWrite) -> bool,
+        err: impl Fn() -> StoreError,
+    ) -> usize {
         let doomed: Vec<u64> = self
             .pending
             .iter()
@@ -94,7 +98,9 @@ impl Proposals {
 /// A read query against the state machine.
 #[derive(Clone, Debug)]
 pub enum Query {
-    Get { key: String },
+    Get {
+        key: String,
+    },
     List {
         prefix: String,
         start_after: Option<String>,

@@ -29,7 +29,11 @@ pub struct Replica {
 impl Replica {
     /// Opens the data dir, binds the peer port and starts the replica. Metrics go to
     /// `registry`, which must not hold another replica's.
-    pub fn start(opts: NodeOptions, listen: SocketAddr, registry: &Registry) -> Result<Self, StoreError> {
+    pub fn start(
+        opts: NodeOptions,
+        listen: SocketAddr,
+        registry: &Registry,
+    ) -> Result<Self, StoreError> {
         let metrics = StoreMetrics::register(registry)?;
         let health = Arc::new(Health::default());
         let isolation = Isolation::default();
@@ -103,7 +107,10 @@ impl Replica {
     }
 
     pub async fn status(&self) -> Result<NodeStatus, StoreError> {
-        self.addr.send(GetStatus).await.map_err(|_| StoreError::Stopped)
+        self.addr
+            .send(GetStatus)
+            .await
+            .map_err(|_| StoreError::Stopped)
     }
 
     /// Resolves with the exit code once the replica stopped by itself (storage failure).

@@ -41,7 +41,10 @@ impl SnapshotFiles {
                 newest = Some((index, term, path));
             }
         }
-        let mut files = SnapshotFiles { dir: dir.to_path_buf(), latest: None };
+        let mut files = SnapshotFiles {
+            dir: dir.to_path_buf(),
+            latest: None,
+        };
         let Some((index, term, path)) = newest else {
             return Ok((files, None));
         };
@@ -89,7 +92,10 @@ impl SnapshotFiles {
         self.latest = Some((meta.index, meta.term));
         for entry in fs::read_dir(&self.dir)?.flatten() {
             let path = entry.path();
-            let old = path.file_name().and_then(|n| n.to_str()).and_then(parse_name);
+            let old = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(parse_name);
             if matches!(old, Some((i, _)) if i < meta.index) {
                 let _ = fs::remove_file(path);
             }
@@ -109,7 +115,8 @@ fn parse_name(name: &str) -> Option<(u64, u64)> {
 
 fn read_file(path: &Path) -> Result<Snapshot, StoreError> {
     let bytes = fs::read(path)?;
-    let corrupt = |why: &str| StoreError::Storage(format!("snapshot {} is corrupt: {why}", path.display()));
+    let corrupt =
+        |why: &str| StoreError::Storage(format!("snapshot {} is corrupt: {why}", path.display()));
     if bytes.len() < 12 || &bytes[..8] != MAGIC {
         return Err(corrupt("bad header"));
     }

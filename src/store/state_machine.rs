@@ -138,7 +138,11 @@ impl StateMachine {
 
     /// Applies `ops` atomically: either all succeed (one new revision) or none is applied and
     /// the first failing op's error is returned. Events are appended for watchers.
-    pub fn apply(&mut self, ops: &[Op], events: &mut Vec<Event>) -> Result<TxnResponse, StoreError> {
+    pub fn apply(
+        &mut self,
+        ops: &[Op],
+        events: &mut Vec<Event>,
+    ) -> Result<TxnResponse, StoreError> {
         let rev = self.revision + 1;
         // Pending view of the keys this command touches, so later ops see earlier ones.
         let mut staged: HashMap<&str, Option<KeyValue>> = HashMap::new();
@@ -240,7 +244,11 @@ impl StateMachine {
             .map_err(|e| StoreError::Storage(format!("decode snapshot: {e}")))?;
         Ok(Self {
             revision: data.revision,
-            kvs: data.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect(),
+            kvs: data
+                .kvs
+                .into_iter()
+                .map(|kv| (kv.key.clone(), kv))
+                .collect(),
         })
     }
 }
@@ -288,7 +296,10 @@ mod tests {
         assert_eq!(r.revision, 1);
         assert_eq!(sm.get("/a").map(|kv| kv.version), Some(2));
         let bad = vec![create("/b", "x"), create("/a", "again")];
-        assert!(matches!(sm.apply(&bad, &mut ev), Err(StoreError::AlreadyExists { .. })));
+        assert!(matches!(
+            sm.apply(&bad, &mut ev),
+            Err(StoreError::AlreadyExists { .. })
+        ));
         assert!(sm.get("/b").is_none());
         assert_eq!(sm.revision(), 1);
     }

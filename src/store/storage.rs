@@ -57,7 +57,11 @@ pub struct Recovered {
 impl RaftStorage {
     /// Opens (or creates) the log in `dir/raft` and snapshots in `dir/snap`. A new log starts
     /// with `voters` as its configuration, identical on every initial member.
-    pub fn open(dir: &Path, voters: &[u64]) -> Result<Recovered, StoreError> {
+    pub fn open(
+        dir: &Path,
+        voters: &[u64],
+        tolerate_tail_corruption: bool,
+    ) -> Result<Recovered, StoreError> {
         let (snapshots, snapshot) = SnapshotFiles::open(&dir.join("snap"))?;
         let cfg = raft_engine::Config {
             dir: dir.join("raft").to_string_lossy().into_owned(),
@@ -65,9 +69,22 @@ impl RaftStorage {
             batch_compression_threshold: ReadableSize(0),
             target_file_size: ReadableSize::mb(32),
             purge_threshold: ReadableSize::mb(256),
+            // A process crash leaves no torn record (one write per batch); only a power loss
+            // can. Dropping a damaged tail may lose entries this replica acknowledged, so it
+            // is the operator's call, not a silent default.
+            recovery_mode: if tolerate_tail_corruption {
+                raft_engine::RecoveryMode::TolerateTailCorruption
+            } else {
+                raft_engine::RecoveryMode::AbsoluteConsistency
+            },
             ..Default::default()
         };
-        let engine = Arc::new(Engine::open(cfg)?);
+        let engine = Arc::new(Engine::open(cfg).map_err(|e| {
+            StoreError::Storage(format!(
+                "the raft log is damaged ({e}); after a power loss, starting with \
+                 store.tolerate_tail_corruption = true drops the damaged tail"
+            ))
+        })?);
         let hs = engine.get_message::<HardState>(GROUP, KEY_HS)?;
         let cs = engine.get_message::<ConfState>(GROUP, KEY_CS)?;
         let truncated = engine
@@ -167,7 +184,11 @@ impl RaftStorage {
         while self.cache.back().is_some_and(|e| e.index >= first.index) {
             self.pop_cache_back();
         }
-        if self.cache.back().is_some_and(|e| e.index + 1 != first.index) {
+        if self
+            .cache
+            .back()
+            .is_some_and(|e| e.index + 1 != first.index)
+        {
             self.cache.clear();
             self.cache_bytes = 0;
         }
@@ -181,13 +202,21 @@ impl RaftStorage {
         Ok(())
     }
 
-    pub fn set_hard_state(&mut self, batch: &mut LogBatch, hs: &HardState) -> Result<(), StoreError> {
+    pub fn set_hard_state(
+        &mut self,
+        batch: &mut LogBatch,
+        hs: &HardState,
+    ) -> Result<(), StoreError> {
         self.hs = hs.clone();
         batch.put_message(GROUP, KEY_HS.to_vec(), hs)?;
         Ok(())
     }
 
-    pub fn set_conf_state(&mut self, batch: &mut LogBatch, cs: &ConfState) -> Result<(), StoreError> {
+    pub fn set_conf_state(
+        &mut self,
+        batch: &mut LogBatch,
+        cs: &ConfState,
+    ) -> Result<(), StoreError> {
         self.cs = cs.clone();
         batch.put_message(GROUP, KEY_CS.to_vec(), cs)?;
         Ok(())
@@ -204,9 +233,11 @@ impl RaftStorage {
     fn install_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), StoreError> {
         let mut batch = LogBatch::default();
         batch.add_command(GROUP, Command::Clean);
-        let mut truncated = SnapshotMetadata::default();
-        truncated.index = meta.index;
-        truncated.term = meta.term;
+        let truncated = SnapshotMetadata {
+            index: meta.index,
+            term: meta.term,
+            ..Default::default()
+        };
         batch.put_message(GROUP, KEY_TRUNCATED.to_vec(), &truncated)?;
         let mut hs = self.hs.clone();
         hs.commit = hs.commit.max(meta.index);
@@ -231,9 +262,11 @@ impl RaftStorage {
         let term = self
             .term(compact_to - 1)
             .map_err(|e| StoreError::Storage(format!("term at compaction point: {e}")))?;
-        let mut truncated = SnapshotMetadata::default();
-        truncated.index = compact_to - 1;
-        truncated.term = term;
+        let truncated = SnapshotMetadata {
+            index: compact_to - 1,
+            term,
+            ..Default::default()
+        };
         let mut batch = LogBatch::default();
         batch.add_command(GROUP, Command::Compact { index: compact_to });
         batch.put_message(GROUP, KEY_TRUNCATED.to_vec(), &truncated)?;
@@ -342,7 +375,9 @@ impl Storage for RaftStorage {
             Ok(Some(s)) if s.get_metadata().index >= request_index => Ok(s),
             Ok(_) => {
                 self.snapshot_wanted.set(true);
-                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
             }
             Err(e) => Err(raft::Error::Store(StorageError::Other(Box::new(e)))),
         }

@@ -263,7 +263,9 @@ impl Accept {
             }
             match Message::parse_from_bytes(&frame) {
                 Ok(m) if m.from == peer && m.to == self.node_id => self.inbound.do_send(Inbound(m)),
-                Ok(m) => warn!(%from, "dropping message from {} to {} on the connection of {peer}", m.from, m.to),
+                Ok(m) => {
+                    warn!(%from, "dropping message from {} to {} on the connection of {peer}", m.from, m.to)
+                }
                 Err(e) => {
                     warn!(%from, "undecodable peer message, closing: {e}");
                     return;

@@ -53,6 +53,7 @@ impl Cluster {
                     snapshot_catchup_entries: 5_000,
                     request_timeout: Duration::from_secs(5),
                     watch_history: 10_000,
+                    tolerate_tail_corruption: false,
                 };
                 tweak(&mut o);
                 o
@@ -76,7 +77,8 @@ impl Cluster {
 
     pub fn start_replica(&mut self, i: usize) {
         let registry = prometheus::Registry::new();
-        let r = Replica::start(self.opts[i].clone(), self.addrs[i], &registry).expect("start replica");
+        let r =
+            Replica::start(self.opts[i].clone(), self.addrs[i], &registry).expect("start replica");
         self.replicas[i] = Some(r);
     }
 
@@ -95,7 +97,9 @@ impl Cluster {
     }
 
     pub fn live(&self) -> Vec<usize> {
-        (0..self.len()).filter(|&i| self.replicas[i].is_some()).collect()
+        (0..self.len())
+            .filter(|&i| self.replicas[i].is_some())
+            .collect()
     }
 
     pub async fn status(&self, i: usize) -> NodeStatus {
