@@ -488,11 +488,16 @@ async fn follower_behind_the_compacted_log_catches_up_by_snapshot() {
             .await
             .expect("write while follower down");
     }
-    let ls = c.status(leader).await;
+    // Snapshots are written in the background; the log is compacted once one is durable.
+    let compacted = eventually(Duration::from_secs(10), || async {
+        c.status(leader).await.first_index > f_last + 1
+    })
+    .await;
     assert!(
-        ls.first_index > f_last + 1,
-        "leader compacted past the follower: {ls:?} vs {f_last}"
+        compacted,
+        "leader compacted past the follower's last index {f_last}"
     );
+    let ls = c.status(leader).await;
     tokio::task::block_in_place(|| c.start_replica(f));
     assert!(
         c.converged(Duration::from_secs(10)).await,

@@ -3,6 +3,7 @@
 mod client;
 pub mod datadir;
 mod error;
+mod local;
 mod logger;
 mod metrics;
 mod node;
@@ -16,6 +17,7 @@ mod watch;
 
 pub use client::{Consistency, ListResult, StoreClient};
 pub use error::StoreError;
+pub use local::LocalCluster;
 pub use node::{Health, NodeOptions, NodeStatus};
 pub use replica::Replica;
 pub use state_machine::{Event, EventKind, KeyValue, Op, OpResult, TxnResponse};

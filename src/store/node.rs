@@ -22,6 +22,7 @@ use super::metrics::StoreMetrics;
 use super::pending::{
     Envelope, PendingRead, Proposals, Query, QueryResult, ReadResult, Reads, WriteResult,
 };
+use super::snapshot::write_file as write_snapshot_file;
 use super::state_machine::{Op, StateMachine};
 use super::storage::RaftStorage;
 use super::transport::{Inbound, PeerUnreachable, Transport};
@@ -115,6 +116,14 @@ pub struct GetStatus;
 #[rtype(result = "()")]
 struct Flush;
 
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SnapshotWritten {
+    index: u64,
+    term: u64,
+    result: Result<(), StoreError>,
+}
+
 pub struct RaftNode {
     opts: NodeOptions,
     raw: RawNode<RaftStorage>,
@@ -127,6 +136,7 @@ pub struct RaftNode {
     applied_term: u64,
     last_snapshot: u64,
     snapshots_installed: u64,
+    snapshot_running: bool,
     flush_scheduled: bool,
     metrics: StoreMetrics,
     health: Arc<Health>,
@@ -183,6 +193,7 @@ impl RaftNode {
             applied_term,
             last_snapshot: applied,
             snapshots_installed: 0,
+            snapshot_running: false,
             flush_scheduled: false,
             metrics,
             health,
@@ -424,31 +435,39 @@ impl RaftNode {
         Ok(())
     }
 
-    fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
+    /// Every `snapshot_interval` applied entries (or when raft needs a newer one for a
+    /// follower), the state machine is cloned (O(1)) and written by a blocking task; the log
+    /// is compacted once the file is durable.
+    fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
         let wanted = self.raw.store().take_snapshot_wanted();
         let due = self.applied >= self.last_snapshot + self.opts.snapshot_interval;
-        if !(due || wanted) || self.applied == self.last_snapshot {
-            return Ok(());
+        if !(due || wanted) || self.applied == self.last_snapshot || self.snapshot_running {
+            return;
         }
-        let mut snap = raft::eraftpb::Snapshot::default();
-        snap.set_data(self.sm.encode()?.into());
-        let meta = snap.mut_metadata();
-        meta.index = self.applied;
-        meta.term = self.applied_term;
+        self.snapshot_running = true;
+        let sm = self.sm.clone();
+        let mut meta = raft::eraftpb::SnapshotMetadata {
+            index: self.applied,
+            term: self.applied_term,
+            ..Default::default()
+        };
         meta.set_conf_state(self.raw.store().conf_state().clone());
-        let compact_to = self
-            .applied
-            .saturating_sub(self.opts.snapshot_catchup_entries);
-        self.raw.mut_store().save_snapshot(&snap, compact_to)?;
-        self.last_snapshot = self.applied;
-        self.metrics.snapshots_saved.inc();
-        debug!(
-            id = self.opts.id,
-            index = self.applied,
-            compact_to,
-            "snapshot saved"
-        );
-        Ok(())
+        let dir = self.raw.store().snapshot_dir().to_path_buf();
+        let addr = ctx.address();
+        tokio::task::spawn_blocking(move || {
+            let (index, term) = (meta.index, meta.term);
+            let result = sm.encode().and_then(|data| {
+                let mut snap = raft::eraftpb::Snapshot::default();
+                snap.set_data(data.into());
+                snap.set_metadata(meta);
+                write_snapshot_file(&dir, &snap)
+            });
+            addr.do_send(SnapshotWritten {
+                index,
+                term,
+                result,
+            });
+        });
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -470,10 +489,11 @@ impl RaftNode {
             let answer = self.query(&r.query);
             r.answer(Ok(answer));
         }
-        if let Err(e) = result.and_then(|_| self.maybe_snapshot()) {
+        if let Err(e) = result {
             self.fatal(ctx, e);
             return;
         }
+        self.maybe_snapshot(ctx);
         self.publish_metrics();
     }
 
@@ -635,5 +655,39 @@ impl Handler<Flush> for RaftNode {
 
     fn handle(&mut self, _msg: Flush, ctx: &mut Context<Self>) {
         self.flush(ctx);
+    }
+}
+
+impl Handler<SnapshotWritten> for RaftNode {
+    type Result = ();
+
+    fn handle(&mut self, msg: SnapshotWritten, ctx: &mut Context<Self>) {
+        self.snapshot_running = false;
+        if let Err(e) = msg.result {
+            // The log is intact, so this is not fatal: the next interval tries again.
+            error!(
+                id = self.opts.id,
+                index = msg.index,
+                "writing a snapshot failed: {e}"
+            );
+            return;
+        }
+        let compact_to = msg.index.saturating_sub(self.opts.snapshot_catchup_entries);
+        if let Err(e) = self
+            .raw
+            .mut_store()
+            .snapshot_written(msg.index, msg.term, compact_to)
+        {
+            self.fatal(ctx, e);
+            return;
+        }
+        self.last_snapshot = self.last_snapshot.max(msg.index);
+        self.metrics.snapshots_saved.inc();
+        debug!(
+            id = self.opts.id,
+            index = msg.index,
+            compact_to,
+            "snapshot saved"
+        );
     }
 }

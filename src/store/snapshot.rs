@@ -72,36 +72,59 @@ impl SnapshotFiles {
         }
     }
 
-    /// Writes `snap` durably (temp file, fsync, rename, fsync dir) and removes older ones.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `snap` and makes it the newest.
     pub fn save(&mut self, snap: &Snapshot) -> Result<(), StoreError> {
-        let meta = snap.get_metadata();
-        let name = file_name(meta.index, meta.term);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let body = snap
-            .write_to_bytes()
-            .map_err(|e| StoreError::Storage(format!("encode snapshot: {e}")))?;
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(&crc32fast::hash(&body).to_le_bytes())?;
-            f.write_all(&body)?;
-            f.sync_all()?;
+        write_file(&self.dir, snap)?;
+        self.record(snap.get_metadata().index, snap.get_metadata().term);
+        Ok(())
+    }
+
+    /// Makes a written snapshot the newest and removes the older files. One older than the
+    /// newest (a background write overtaken by an installed snapshot) is removed instead.
+    pub fn record(&mut self, index: u64, term: u64) {
+        if self.latest_index() > index {
+            let _ = fs::remove_file(self.dir.join(file_name(index, term)));
+            return;
         }
-        fs::rename(&tmp, self.dir.join(&name))?;
-        fs::File::open(&self.dir)?.sync_all()?;
-        self.latest = Some((meta.index, meta.term));
-        for entry in fs::read_dir(&self.dir)?.flatten() {
+        self.latest = Some((index, term));
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
             let path = entry.path();
             let old = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(parse_name);
-            if matches!(old, Some((i, _)) if i < meta.index) {
+            if matches!(old, Some((i, _)) if i < index) {
                 let _ = fs::remove_file(path);
             }
         }
-        Ok(())
     }
+}
+
+/// Writes `snap` into `dir` durably: temp file, fsync, rename, fsync of the directory.
+pub fn write_file(dir: &Path, snap: &Snapshot) -> Result<(), StoreError> {
+    let meta = snap.get_metadata();
+    let name = file_name(meta.index, meta.term);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let body = snap
+        .write_to_bytes()
+        .map_err(|e| StoreError::Storage(format!("encode snapshot: {e}")))?;
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(MAGIC)?;
+        f.write_all(&crc32fast::hash(&body).to_le_bytes())?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(&name))?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 fn file_name(index: u64, term: u64) -> String {

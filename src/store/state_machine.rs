@@ -3,9 +3,10 @@
 //! Every replica applies the same commands in the same order, so success or conflict is decided
 //! here, at apply time, from nothing but the current state: all replicas agree.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Bound;
 
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
@@ -92,9 +93,11 @@ struct SnapshotData {
     kvs: Vec<KeyValue>,
 }
 
-#[derive(Default)]
+/// Cloning is O(1) (a persistent map sharing structure), so a snapshot can be serialized off
+/// the Raft thread while writes go on.
+#[derive(Default, Clone)]
 pub struct StateMachine {
-    kvs: BTreeMap<String, KeyValue>,
+    kvs: OrdMap<String, KeyValue>,
     revision: u64,
 }
 

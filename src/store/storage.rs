@@ -251,11 +251,20 @@ impl RaftStorage {
         Ok(())
     }
 
-    /// Saves a snapshot of the state machine, then drops log entries up to `compact_to`
-    /// (exclusive), keeping the tail lagging followers can still catch up from.
-    pub fn save_snapshot(&mut self, snap: &Snapshot, compact_to: u64) -> Result<(), StoreError> {
-        self.snapshots.save(snap)?;
-        let compact_to = compact_to.min(snap.get_metadata().index + 1);
+    pub fn snapshot_dir(&self) -> &Path {
+        self.snapshots.dir()
+    }
+
+    /// A snapshot at (index, term) was written: it becomes the newest, and log entries up to
+    /// `compact_to` (exclusive) are dropped, keeping the tail lagging followers still need.
+    pub fn snapshot_written(
+        &mut self,
+        index: u64,
+        term: u64,
+        compact_to: u64,
+    ) -> Result<(), StoreError> {
+        self.snapshots.record(index, term);
+        let compact_to = compact_to.min(self.snapshots.latest_index() + 1);
         if compact_to <= self.truncated.index + 1 {
             return Ok(());
         }

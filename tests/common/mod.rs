@@ -1,157 +1,55 @@
-//! A cluster of store replicas in one process, over real loopback TCP and real data dirs.
+//! The store's in-process cluster with a temporary home, plus polling helpers.
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use skiff::store::{NodeOptions, NodeStatus, Replica, StoreClient};
+use skiff::store::{LocalCluster, NodeOptions, NodeStatus, StoreClient};
 use tempfile::TempDir;
 
 pub struct Cluster {
+    inner: LocalCluster,
     _dir: TempDir,
-    pub opts: Vec<NodeOptions>,
-    addrs: Vec<SocketAddr>,
-    replicas: Vec<Option<Replica>>,
-}
-
-/// Free loopback ports (bound then released; the replicas bind them with address reuse).
-fn free_ports(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr"))
-        .collect()
 }
 
 impl Cluster {
-    /// Starts `n` replicas; `tweak` adjusts the options every replica gets.
     pub fn start(n: usize, tweak: impl Fn(&mut NodeOptions)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let addrs = free_ports(n);
-        let peers: BTreeMap<u64, String> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (i as u64 + 1, a.to_string()))
-            .collect();
-        let opts: Vec<NodeOptions> = (0..n)
-            .map(|i| {
-                let mut o = NodeOptions {
-                    id: i as u64 + 1,
-                    cluster_id: 0x5eed,
-                    peers: peers.clone(),
-                    data_dir: dir.path().join(format!("n{}", i + 1)),
-                    tick: Duration::from_millis(100),
-                    election_ticks: 10,
-                    heartbeat_ticks: 1,
-                    max_size_per_msg: 1 << 20,
-                    max_inflight_msgs: 512,
-                    snapshot_interval: 10_000,
-                    snapshot_catchup_entries: 5_000,
-                    request_timeout: Duration::from_secs(5),
-                    watch_history: 10_000,
-                    tolerate_tail_corruption: false,
-                };
-                tweak(&mut o);
-                o
-            })
-            .collect();
-        let mut c = Cluster {
-            _dir: dir,
-            opts,
-            addrs,
-            replicas: (0..n).map(|_| None).collect(),
-        };
-        for i in 0..n {
-            c.start_replica(i);
-        }
-        c
-    }
-
-    pub fn len(&self) -> usize {
-        self.replicas.len()
+        let inner = LocalCluster::start(n, dir.path(), tweak).expect("start cluster");
+        Cluster { inner, _dir: dir }
     }
 
     pub fn start_replica(&mut self, i: usize) {
-        let registry = prometheus::Registry::new();
-        let r =
-            Replica::start(self.opts[i].clone(), self.addrs[i], &registry).expect("start replica");
-        self.replicas[i] = Some(r);
-    }
-
-    pub fn stop_replica(&mut self, i: usize) {
-        if let Some(r) = self.replicas[i].take() {
-            r.stop();
-        }
-    }
-
-    pub fn replica(&self, i: usize) -> &Replica {
-        self.replicas[i].as_ref().expect("replica is running")
+        self.inner.start_replica(i).expect("start replica");
     }
 
     pub fn client(&self, i: usize) -> StoreClient {
-        self.replica(i).client()
-    }
-
-    pub fn live(&self) -> Vec<usize> {
-        (0..self.len())
-            .filter(|&i| self.replicas[i].is_some())
-            .collect()
+        self.inner.client(i)
     }
 
     pub async fn status(&self, i: usize) -> NodeStatus {
-        self.replica(i).status().await.expect("status")
-    }
-
-    /// Waits until the live replicas in `among` agree on a leader that is one of them.
-    pub async fn leader_among(&self, among: &[usize], within: Duration) -> Option<usize> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let mut seen = Vec::new();
-            for &i in among {
-                if let Ok(s) = self.replica(i).status().await {
-                    seen.push(s);
-                }
-            }
-            if let Some(l) = seen.iter().find(|s| s.is_leader) {
-                let agreed = seen.iter().all(|s| s.leader_id == l.id && s.term == l.term);
-                if agreed && seen.len() == among.len() {
-                    return Some(l.id as usize - 1);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
+        self.inner.status(i).await.expect("status")
     }
 
     pub async fn leader(&self) -> usize {
-        self.leader_among(&self.live(), Duration::from_secs(10))
+        self.inner
+            .leader(Duration::from_secs(10))
             .await
             .expect("a leader within 10 s")
     }
+}
 
-    /// Waits until every live replica has applied what the leader has committed.
-    pub async fn converged(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let mut st = Vec::new();
-            for i in self.live() {
-                st.push(self.status(i).await);
-            }
-            if let Some(l) = st.iter().find(|s| s.is_leader) {
-                if st
-                    .iter()
-                    .all(|s| s.applied_index >= l.commit_index && s.revision == l.revision)
-                {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+impl Deref for Cluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.inner
+    }
+}
+
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.inner
     }
 }
 
