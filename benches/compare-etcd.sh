@@ -5,14 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v etcd >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null
-    else
-        echo "compare-etcd: etcd is missing (Debian package etcd-server)" >&2
-        exit 1
-    fi
-fi
+scripts/install-deps.sh etcd-server etcd-client
 
 work=$(mktemp -d /tmp/skiff-etcd-bench.XXXXXX)
 pids=()

@@ -100,12 +100,13 @@ impl Default for Config {
 
 impl Default for RaftConfig {
     fn default() -> Self {
-        // etcd's defaults: 100 ms heartbeat, 1 s election timeout, 10k entries per snapshot.
+        // etcd's defaults: 100 ms heartbeat, 1 s election timeout, and (up to 3.5) 100k
+        // entries per snapshot; a snapshot writes the whole state, so not too often.
         Self {
             tick_ms: 100,
             election_ticks: 10,
             heartbeat_ticks: 1,
-            snapshot_interval: 10_000,
+            snapshot_interval: 100_000,
             snapshot_catchup_entries: 5_000,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 512,

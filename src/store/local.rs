@@ -50,7 +50,7 @@ impl LocalCluster {
                     heartbeat_ticks: 1,
                     max_size_per_msg: 1 << 20,
                     max_inflight_msgs: 512,
-                    snapshot_interval: 10_000,
+                    snapshot_interval: 100_000,
                     snapshot_catchup_entries: 5_000,
                     request_timeout: Duration::from_secs(5),
                     watch_history: 10_000,

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Skiff's build, tests and lab need, if missing.
+# Usage: scripts/install-deps.sh [extra-package ...]
+set -euo pipefail
+
+# protobuf-compiler: protoc for the etcd client used by the store benchmark (a dev-dependency).
+packages=(protobuf-compiler "$@")
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "skiff: missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+fi
+echo "skiff: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/skiff-apt.log 2>&1; then
+    apt-get update -q >>/tmp/skiff-apt.log 2>&1
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >>/tmp/skiff-apt.log 2>&1 || {
+        echo "skiff: apt-get install failed, see /tmp/skiff-apt.log" >&2
+        tail -20 /tmp/skiff-apt.log >&2
+        exit 1
+    }
+fi
