@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{eventually, Cluster};
-use skiff::store::{Consistency, EventKind, Op, StoreError};
+use skiff::store::{Consistency, EventKind, Op, StoreClient, StoreError};
 
 const LOCAL: Consistency = Consistency::Local;
 const LINEAR: Consistency = Consistency::Linearizable;
@@ -20,6 +20,12 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn v(s: &str) -> Vec<u8> {
     s.as_bytes().to_vec()
+}
+
+/// (value, create revision, mod revision, version) of an existing key.
+async fn revisions_of(s: &StoreClient, key: &str) -> (Vec<u8>, u64, u64, u64) {
+    let kv = s.get(key, LINEAR).await.expect("get").expect("key exists");
+    (kv.value, kv.create_revision, kv.mod_revision, kv.version)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,20 +50,8 @@ async fn single_replica_create_update_delete_get_list() {
         })
     );
 
-    let a = s
-        .get("/registry/pods/default/a", LINEAR)
-        .await
-        .expect("get")
-        .expect("a exists");
-    assert_eq!(
-        (
-            a.value.as_slice(),
-            a.create_revision,
-            a.mod_revision,
-            a.version
-        ),
-        (&b"a1"[..], r1, r1, 1)
-    );
+    let a = revisions_of(&s, "/registry/pods/default/a").await;
+    assert_eq!(a, (v("a1"), r1, r1, 1));
 
     let r3 = s
         .update("/registry/pods/default/a", v("a2"), Some(r1))
@@ -69,20 +63,8 @@ async fn single_replica_create_update_delete_get_list() {
     assert!(
         matches!(stale, Err(StoreError::Conflict { expected, actual, .. }) if expected == r1 && actual == r3)
     );
-    let a = s
-        .get("/registry/pods/default/a", LINEAR)
-        .await
-        .expect("get")
-        .expect("a exists");
-    assert_eq!(
-        (
-            a.value.as_slice(),
-            a.create_revision,
-            a.mod_revision,
-            a.version
-        ),
-        (&b"a2"[..], r1, r3, 2)
-    );
+    let a = revisions_of(&s, "/registry/pods/default/a").await;
+    assert_eq!(a, (v("a2"), r1, r3, 2));
     assert!(matches!(
         s.update("/registry/pods/default/zz", v("x"), None).await,
         Err(StoreError::NotFound { .. })
