@@ -48,6 +48,8 @@ pub struct Config {
     pub peer_advertise_addr: String,
     /// Health (`/healthz`, `/readyz`) and Prometheus metrics (`/metrics`).
     pub http_listen_addr: SocketAddr,
+    /// The Kubernetes API (kubectl, kube-rs, and every component).
+    pub api_addr: SocketAddr,
     pub raft: RaftConfig,
     pub store: StoreConfig,
 }
@@ -92,6 +94,7 @@ impl Default for Config {
             peer_listen_addr: SocketAddr::from(([127, 0, 0, 1], 2380)),
             peer_advertise_addr: String::new(),
             http_listen_addr: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 6443)),
             raft: RaftConfig::default(),
             store: StoreConfig::default(),
         }

@@ -1,5 +1,6 @@
 //! Skiff: a small, fast, Kubernetes-compatible container orchestrator.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod metrics;

@@ -55,6 +55,7 @@ impl Server {
             format!("--data-dir={}", data_dir.display()),
             format!("--peer-listen-addr=127.0.0.1:{peer}"),
             format!("--http-listen-addr=127.0.0.1:{http}"),
+            format!("--api-addr=127.0.0.1:{}", free_port()),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = data_dir.with_extension("log");
@@ -255,8 +256,8 @@ fn server_reports_health_and_metrics_and_stops_on_sigterm() {
         "skiff_raft_leader_id 1",
         "skiff_raft_term 1",
         "skiff_raft_proposal_duration_seconds_bucket",
-        "skiff_store_revision 0",
-        "skiff_store_keys 0",
+        "skiff_store_revision ",
+        "skiff_store_keys ",
     ] {
         assert!(
             metrics.contains(needle),
@@ -375,6 +376,7 @@ fn damaged_or_foreign_data_dir_makes_the_server_exit_with_a_clear_message() {
             format!("--data-dir={}", dir.display()),
             format!("--peer-listen-addr=127.0.0.1:{}", free_port()),
             format!("--http-listen-addr=127.0.0.1:{}", free_port()),
+            format!("--api-addr=127.0.0.1:{}", free_port()),
         ];
         args.extend(flags.iter().map(|f| f.to_string()));
         let o = Command::new(BIN)

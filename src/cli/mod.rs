@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a control-plane node: a replica of the Raft store plus health and metrics.
+    /// Run a control-plane node: a replica of the Raft store, the API server, health and metrics.
     Server(Box<ServerArgs>),
     /// Print the version.
     Version,
@@ -54,6 +54,8 @@ pub struct ServerArgs {
     pub peer_advertise_addr: Option<String>,
     #[arg(long, value_name = "HOST:PORT")]
     pub http_listen_addr: Option<String>,
+    #[arg(long, value_name = "HOST:PORT")]
+    pub api_addr: Option<String>,
     #[arg(long, value_name = "MS")]
     pub raft_tick_ms: Option<String>,
     #[arg(long, value_name = "TICKS")]

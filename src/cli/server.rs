@@ -19,6 +19,7 @@ fn flag_overrides(a: &ServerArgs) -> Result<Vec<(String, Value)>, CliError> {
         ("peer_listen_addr", &a.peer_listen_addr),
         ("peer_advertise_addr", &a.peer_advertise_addr),
         ("http_listen_addr", &a.http_listen_addr),
+        ("api_addr", &a.api_addr),
         ("raft.tick_ms", &a.raft_tick_ms),
         ("raft.election_ticks", &a.raft_election_ticks),
         ("raft.heartbeat_ticks", &a.raft_heartbeat_ticks),
@@ -107,17 +108,24 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         cluster = format!("{cluster_id:016x}"),
         peer = %cfg.peer_listen_addr,
         http = %cfg.http_listen_addr,
+        api = %cfg.api_addr,
         "skiff server started"
     );
     let sys = actix::System::new();
     let result = sys.block_on(async {
-        let server = crate::metrics::serve(cfg.http_listen_addr, registry, replica.health())?;
+        let server =
+            crate::metrics::serve(cfg.http_listen_addr, registry.clone(), replica.health())?;
         let handle = server.handle();
         actix::spawn(server);
+        let api = crate::api::serve(cfg.api_addr, replica.client(), replica.health(), registry)?;
+        let api_handle = api.handle();
+        actix::spawn(api);
+        actix::spawn(crate::api::bootstrap(replica.client()));
         let outcome = tokio::select! {
             code = replica.exited() => Err(CliError::ReplicaExited(code)),
             _ = shutdown_signal() => Ok(()),
         };
+        api_handle.stop(false).await;
         handle.stop(true).await;
         outcome
     });

@@ -1,0 +1,604 @@
+//! Resource requests: routing by method and path, then get, list, create, update, patch,
+//! delete and deletecollection over the store.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde_json::{json, Value};
+
+use super::body;
+use super::defaults;
+use super::object::{self, subject};
+use super::patch::{self, PatchType};
+use super::path::{self, Target};
+use super::resources::{Resource, Sub};
+use super::selectors::{labels_of, FieldSelector, LabelSelector};
+use super::state::ApiState;
+use super::status::ApiError;
+use super::subresources;
+use super::table;
+use super::validate::{self, FieldValidation};
+use super::watch;
+use crate::store::{Consistency, KeyValue, StoreError};
+
+/// Query parameters (last value wins, as upstream's decoder does for scalars).
+pub struct Query(HashMap<String, String>);
+
+impl Query {
+    pub fn parse(qs: &str) -> Self {
+        let pairs: Vec<(String, String)> = web::Query::<Vec<(String, String)>>::from_query(qs)
+            .map(|q| q.into_inner())
+            .unwrap_or_default();
+        Query(pairs.into_iter().collect())
+    }
+
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.get("dryRun") == Some("All")
+    }
+}
+
+/// Writes are retried this many times when they lose an optimistic-concurrency race that
+/// the client did not ask to detect (no resourceVersion precondition).
+const WRITE_ATTEMPTS: usize = 8;
+
+pub struct Ctx<'a> {
+    pub state: &'a ApiState,
+    pub req: &'a HttpRequest,
+    pub q: Query,
+    pub t: Target,
+}
+
+impl Ctx<'_> {
+    pub fn res(&self) -> &'static Resource {
+        self.t.res
+    }
+
+    pub fn ns(&self) -> Option<&str> {
+        self.t.namespace.as_deref()
+    }
+
+    pub fn name(&self) -> &str {
+        self.t.name.as_deref().unwrap_or("")
+    }
+
+    pub fn key(&self) -> String {
+        self.res().key(self.ns(), self.name())
+    }
+
+    pub fn wants_table(&self) -> bool {
+        self.req
+            .headers()
+            .get("accept")
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("as=Table"))
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.req
+            .headers()
+            .get("content-type")
+            .and_then(|c| c.to_str().ok())
+    }
+
+    fn consistency(&self) -> Consistency {
+        match self.q.get("resourceVersion") {
+            Some("0") => Consistency::Local,
+            _ => Consistency::Linearizable,
+        }
+    }
+
+    pub fn store_err(&self, e: StoreError) -> ApiError {
+        ApiError::from_store(e, subject(self.res(), self.name()))
+    }
+
+    /// The stored object, or 404.
+    pub async fn load(&self) -> Result<(Value, KeyValue), ApiError> {
+        let kv = self
+            .state
+            .store
+            .get(&self.key(), self.consistency())
+            .await
+            .map_err(|e| self.store_err(e))?
+            .ok_or_else(|| ApiError::not_found(subject(self.res(), self.name())))?;
+        Ok((object::from_kv(&kv)?, kv))
+    }
+
+    fn field_validation(&self) -> Result<FieldValidation, ApiError> {
+        FieldValidation::parse(self.q.get("fieldValidation"))
+    }
+}
+
+/// The verb for metrics and routing.
+pub fn verb(method: &Method, t: &Target, q: &Query) -> &'static str {
+    match (method.as_str(), t.name.is_some()) {
+        ("GET", false) if q.flag("watch") => "watch",
+        ("GET", false) => "list",
+        ("GET", true) if q.flag("watch") => "watch",
+        ("GET", true) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", false) => "deletecollection",
+        ("DELETE", true) => "delete",
+        _ => "unknown",
+    }
+}
+
+pub async fn handle(ctx: &Ctx<'_>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let method = ctx.req.method().clone();
+    let verb = verb(&method, &ctx.t, &ctx.q);
+    if let Some(sub) = ctx.t.sub {
+        return subresources::handle(ctx, sub, verb, payload).await;
+    }
+    match verb {
+        "list" => list(ctx).await,
+        "watch" => watch::serve(ctx).await,
+        "get" => get(ctx).await,
+        "create" if ctx.t.name.is_none() => create(ctx, body::read(payload).await?).await,
+        "update" => update(ctx, body::read(payload).await?).await,
+        "patch" => patch(ctx, body::read(payload).await?).await,
+        "delete" => delete(ctx, body::read(payload).await?).await,
+        "deletecollection" => delete_collection(ctx, body::read(payload).await?).await,
+        _ => Err(ApiError::MethodNotAllowed(format!(
+            "the server does not allow this method on the requested resource ({method} {})",
+            ctx.req.path()
+        ))),
+    }
+}
+
+pub fn respond(ctx: &Ctx<'_>, code: u16, obj: Value, warnings: &[String]) -> HttpResponse {
+    let body = if ctx.wants_table() {
+        table::for_object(ctx.res(), &obj)
+    } else {
+        obj
+    };
+    let mut r = HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(code).unwrap_or(actix_web::http::StatusCode::OK),
+    );
+    for w in warnings {
+        r.append_header(("Warning", format!("299 - \"{}\"", w.replace('"', "'"))));
+    }
+    r.content_type("application/json").body(body.to_string())
+}
+
+async fn get(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
+    let (obj, _) = ctx.load().await?;
+    Ok(respond(ctx, 200, obj, &[]))
+}
+
+/// Matching objects of the target scope, with the revision they were read at.
+pub async fn list_objects(
+    ctx: &Ctx<'_>,
+    consistency: Consistency,
+) -> Result<(Vec<(String, Value)>, u64, Option<String>), ApiError> {
+    let res = ctx.res();
+    let ls = LabelSelector::parse(ctx.q.get("labelSelector").unwrap_or(""))?;
+    let fs = FieldSelector::parse(ctx.q.get("fieldSelector").unwrap_or(""), res.kind)?;
+    let limit: usize = match ctx.q.get("limit") {
+        None | Some("") => 0,
+        Some(l) => l
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
+    };
+    let start_after = match ctx.q.get("continue") {
+        None | Some("") => None,
+        Some(token) => Some(decode_continue(token)?),
+    };
+    let page = ctx
+        .state
+        .store
+        .list(&res.scope_prefix(ctx.ns()), start_after, 0, consistency)
+        .await
+        .map_err(|e| ctx.store_err(e))?;
+    let mut items = Vec::new();
+    let mut next = None;
+    for kv in &page.kvs {
+        let obj = object::from_kv(kv)?;
+        if !ls.matches(&labels_of(&obj)) || !fs.matches(&obj) {
+            continue;
+        }
+        if limit > 0 && items.len() == limit {
+            next = items
+                .last()
+                .map(|(k, _): &(String, Value)| encode_continue(k));
+            break;
+        }
+        items.push((kv.key.clone(), obj));
+    }
+    Ok((items, page.revision, next))
+}
+
+fn encode_continue(key: &str) -> String {
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(token: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::BadRequest(format!("invalid continue token {token:?}"));
+    if token.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).map_err(|_| bad()))
+        .collect::<Result<Vec<u8>, _>>()?;
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
+async fn list(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
+    let (items, rev, next) = list_objects(ctx, ctx.consistency()).await?;
+    let res = ctx.res();
+    let mut meta = json!({ "resourceVersion": rev.to_string() });
+    if let Some(n) = next {
+        meta["continue"] = json!(n);
+    }
+    let objects: Vec<Value> = items.into_iter().map(|(_, o)| o).collect();
+    let body = if ctx.wants_table() {
+        table::for_list(res, &objects, meta)
+    } else {
+        json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": meta, "items": objects })
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.to_string()))
+}
+
+/// Defaults and validates `obj` for writing; returns warnings.
+pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+    defaults::apply(ctx.res().kind, obj);
+    validate::check(ctx.res(), obj, ctx.field_validation()?)
+}
+
+pub async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<HttpResponse, ApiError> {
+    let res = ctx.res();
+    object::prepare_create(res, &mut obj, ctx.ns())?;
+    if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+        super::namespaces::check_active(ctx, ns).await?;
+    }
+    if res.has(Sub::Status) && res.kind != "Namespace" && res.kind != "Node" {
+        // Status is the controllers' to write; a create starts from none.
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+    }
+    let warnings = admit(ctx, &mut obj)?;
+    let name = object::name_of(&obj).to_string();
+    let key = res.key(ctx.ns(), &name);
+    if ctx.q.dry_run() {
+        return Ok(respond(ctx, 201, obj, &warnings));
+    }
+    let rev = ctx
+        .state
+        .store
+        .create(&key, object::to_bytes(&obj)?)
+        .await
+        .map_err(|e| ApiError::from_store(e, subject(res, &name)))?;
+    object::set_rv(&mut obj, rev);
+    Ok(respond(ctx, 201, obj, &warnings))
+}
+
+async fn create(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let obj = body::decode(ctx.content_type(), &bytes)?;
+    create_object(ctx, obj).await
+}
+
+/// Writes `new` over the stored object read at `old_rev`; an object being deleted whose
+/// last finalizer is gone is removed instead. Returns what was written.
+pub async fn store_update(ctx: &Ctx<'_>, mut new: Value, old_rev: u64) -> Result<Value, ApiError> {
+    let finalizers_empty = new
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(|f| f.is_empty());
+    let deleting = new
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null());
+    if ctx.q.dry_run() {
+        return Ok(new);
+    }
+    let rev = if deleting && finalizers_empty {
+        let kv = ctx.state.store.delete(&ctx.key(), Some(old_rev)).await;
+        kv.map_err(|e| ctx.store_err(e))?.mod_revision
+    } else {
+        let bytes = object::to_bytes(&new)?;
+        let rev = ctx
+            .state
+            .store
+            .update(&ctx.key(), bytes, Some(old_rev))
+            .await;
+        rev.map_err(|e| ctx.store_err(e))?
+    };
+    object::set_rv(&mut new, rev);
+    Ok(new)
+}
+
+/// Read-modify-write with optimistic concurrency. `change` builds the new object from the
+/// current one; a precondition on resourceVersion (from the client) is never retried.
+pub async fn guaranteed_update<F>(
+    ctx: &Ctx<'_>,
+    status_only: bool,
+    mut change: F,
+) -> Result<(Value, Vec<String>), ApiError>
+where
+    F: FnMut(&Value) -> Result<(Value, bool), ApiError>,
+{
+    for _ in 0..WRITE_ATTEMPTS {
+        let (old, kv) = ctx.load().await?;
+        let (mut new, precondition) = change(&old)?;
+        if precondition {
+            if let Some(rv) = object::client_rv(&new)? {
+                if rv != kv.mod_revision {
+                    return Err(ApiError::conflict(subject(ctx.res(), ctx.name())));
+                }
+            }
+        }
+        object::prepare_update(ctx.res(), &old, &mut new, status_only)?;
+        let warnings = if status_only {
+            Vec::new()
+        } else {
+            admit(ctx, &mut new)?
+        };
+        match store_update(ctx, new, kv.mod_revision).await {
+            Err(ApiError::Conflict { .. }) if !precondition => continue,
+            other => return other.map(|obj| (obj, warnings)),
+        }
+    }
+    Err(ApiError::conflict(subject(ctx.res(), ctx.name())))
+}
+
+async fn update(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let new = body::decode(ctx.content_type(), &bytes)?;
+    let has_rv = object::client_rv(&new)?.is_some();
+    let (obj, warnings) = guaranteed_update(ctx, false, |_| Ok((new.clone(), has_rv))).await?;
+    Ok(respond(ctx, 200, obj, &warnings))
+}
+
+async fn patch(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let kind = PatchType::from_content_type(&body::media_type(ctx.content_type()))?;
+    let p = patch::parse(kind, ctx.content_type(), &bytes)?;
+    if kind == PatchType::Apply {
+        match ctx.load().await {
+            Err(ApiError::NotFound { .. }) => {
+                let mut obj = p.clone();
+                if obj.is_object() {
+                    object::meta_mut(&mut obj).insert("name".into(), json!(ctx.name()));
+                }
+                return create_object(ctx, obj).await;
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
+    let res = ctx.res();
+    let (obj, warnings) = guaranteed_update(ctx, false, |old| {
+        let mut new = patch::apply(kind, res.kind, old, &p)?;
+        // A resourceVersion in the patch is a precondition; the one of `old` is not.
+        let given = p.pointer("/metadata/resourceVersion").cloned();
+        let m = object::meta_mut(&mut new);
+        match &given {
+            Some(rv) => m.insert("resourceVersion".into(), rv.clone()),
+            None => m.remove("resourceVersion"),
+        };
+        Ok((new, given.is_some()))
+    })
+    .await?;
+    Ok(respond(ctx, 200, obj, &warnings))
+}
+
+/// `DeleteOptions` from the body or the query.
+struct DeleteOptions {
+    propagation: Option<String>,
+    grace: Option<i64>,
+    uid: Option<String>,
+    rv: Option<String>,
+}
+
+fn delete_options(ctx: &Ctx<'_>, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        body::decode(ctx.content_type(), bytes)?
+    };
+    let str_of = |v: Option<&Value>| v.and_then(Value::as_str).map(String::from);
+    let propagation =
+        str_of(body.get("propagationPolicy")).or(ctx.q.get("propagationPolicy").map(String::from));
+    if let Some(p) = &propagation {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::BadRequest(format!(
+                "propagationPolicy {p:?} is not one of Orphan, Background, Foreground"
+            )));
+        }
+    }
+    let grace = body
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or(ctx.q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+    Ok(DeleteOptions {
+        propagation,
+        grace,
+        uid: str_of(body.pointer("/preconditions/uid")),
+        rv: str_of(body.pointer("/preconditions/resourceVersion")),
+    })
+}
+
+/// Deletes (or, with finalizers, marks) one object; returns the response body.
+pub async fn delete_one(ctx: &Ctx<'_>, opts_bytes: &[u8]) -> Result<HttpResponse, ApiError> {
+    let opts = delete_options(ctx, opts_bytes)?;
+    if ctx.res().kind == "Namespace" {
+        return super::namespaces::delete(ctx).await;
+    }
+    for _ in 0..WRITE_ATTEMPTS {
+        let (mut obj, kv) = ctx.load().await?;
+        let m = object::meta(&obj).clone();
+        if opts
+            .uid
+            .as_deref()
+            .is_some_and(|u| m.get("uid").and_then(Value::as_str) != Some(u))
+            || opts
+                .rv
+                .as_deref()
+                .is_some_and(|rv| rv != kv.mod_revision.to_string())
+        {
+            return Err(ApiError::conflict(subject(ctx.res(), ctx.name())));
+        }
+        let mut finalizers: Vec<Value> = m
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        match opts.propagation.as_deref() {
+            Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => {
+                finalizers.push(json!("foregroundDeletion"))
+            }
+            Some("Orphan") if !finalizers.contains(&json!("orphan")) => {
+                finalizers.push(json!("orphan"))
+            }
+            _ => {}
+        }
+        // A pod on a node is deleted gracefully: marked, and removed by its node agent.
+        let graceful = ctx.res().kind == "Pod"
+            && obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty())
+            && opts.grace != Some(0);
+        if finalizers.is_empty() && !graceful {
+            if ctx.q.dry_run() {
+                return Ok(respond(ctx, 200, obj, &[]));
+            }
+            match ctx
+                .state
+                .store
+                .delete(&ctx.key(), Some(kv.mod_revision))
+                .await
+            {
+                Ok(gone) => {
+                    object::set_rv(&mut obj, gone.mod_revision);
+                    return Ok(respond(ctx, 200, obj, &[]));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ctx.store_err(e)),
+            }
+        }
+        let meta = object::meta_mut(&mut obj);
+        if meta.get("deletionTimestamp").is_none_or(Value::is_null) {
+            let grace = opts
+                .grace
+                .unwrap_or_else(|| obj_grace(&kv).unwrap_or(if graceful { 30 } else { 0 }));
+            let meta = object::meta_mut(&mut obj);
+            meta.insert("deletionTimestamp".into(), json!(object::now()));
+            meta.insert(
+                "deletionGracePeriodSeconds".into(),
+                json!(if graceful { grace } else { 0 }),
+            );
+        }
+        object::meta_mut(&mut obj).insert("finalizers".into(), json!(finalizers));
+        if ctx.q.dry_run() {
+            return Ok(respond(ctx, 200, obj, &[]));
+        }
+        match ctx
+            .state
+            .store
+            .update(&ctx.key(), object::to_bytes(&obj)?, Some(kv.mod_revision))
+            .await
+        {
+            Ok(rev) => {
+                object::set_rv(&mut obj, rev);
+                return Ok(respond(ctx, 200, obj, &[]));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(ctx.store_err(e)),
+        }
+    }
+    Err(ApiError::conflict(subject(ctx.res(), ctx.name())))
+}
+
+fn obj_grace(kv: &KeyValue) -> Option<i64> {
+    let v: Value = serde_json::from_slice(&kv.value).ok()?;
+    v.pointer("/spec/terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+}
+
+async fn delete(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+    delete_one(ctx, &bytes).await
+}
+
+async fn delete_collection(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let (items, _, _) = list_objects(ctx, Consistency::Linearizable).await?;
+    let mut deleted = Vec::new();
+    for (_, obj) in items {
+        let t = Target {
+            res: ctx.res(),
+            namespace: obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(String::from),
+            name: Some(object::name_of(&obj).to_string()),
+            sub: None,
+        };
+        let one = Ctx {
+            state: ctx.state,
+            req: ctx.req,
+            q: Query::parse(ctx.req.query_string()),
+            t,
+        };
+        match delete_one(&one, &bytes).await {
+            Ok(_) | Err(ApiError::NotFound { .. }) => deleted.push(obj),
+            Err(e) => return Err(e),
+        }
+    }
+    let res = ctx.res();
+    let body = json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {}, "items": deleted });
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.to_string()))
+}
+
+/// Entry point for `/api/...` and `/apis/...` resource paths.
+pub async fn resource(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+    group: &str,
+    version: &str,
+    rest: &str,
+) -> HttpResponse {
+    let started = Instant::now();
+    let q = Query::parse(req.query_string());
+    let target = match path::parse(group, version, rest) {
+        Ok(t) => t,
+        Err(e) => {
+            state.metrics.observe("unknown", "", e.code(), started);
+            return e.error_response();
+        }
+    };
+    let verb = verb(req.method(), &target, &q);
+    let resource = match target.sub {
+        Some(s) => format!("{}/{}", target.res.plural, s.name()),
+        None => target.res.plural.to_string(),
+    };
+    let ctx = Ctx {
+        state: &state,
+        req: &req,
+        q,
+        t: target,
+    };
+    let response = match handle(&ctx, payload).await {
+        Ok(r) => r,
+        Err(e) => e.error_response(),
+    };
+    if verb != "watch" {
+        state
+            .metrics
+            .observe(verb, &resource, response.status().as_u16(), started);
+    }
+    response
+}

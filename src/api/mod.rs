@@ -1,0 +1,165 @@
+//! The Kubernetes-compatible API server: the only component that touches the store.
+
+mod body;
+mod defaults;
+mod discovery;
+mod handlers;
+mod namespaces;
+mod object;
+mod patch;
+mod path;
+mod protobuf;
+mod resources;
+mod selectors;
+mod state;
+mod status;
+mod strategic;
+mod subresources;
+mod table;
+mod validate;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use prometheus::Registry;
+
+pub use namespaces::bootstrap;
+use state::{ApiMetrics, ApiState};
+
+use crate::store::{Health, StoreClient};
+
+fn json(v: serde_json::Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(v.to_string())
+}
+
+async fn version() -> HttpResponse {
+    json(discovery::version())
+}
+
+async fn api(req: HttpRequest) -> HttpResponse {
+    let host = req.connection_info().host().to_string();
+    json(discovery::api_versions(&host))
+}
+
+async fn apis() -> HttpResponse {
+    json(discovery::api_group_list())
+}
+
+async fn group(path: web::Path<String>) -> HttpResponse {
+    let g = path.into_inner();
+    if resources::groups().contains(&g.as_str()) && !g.is_empty() {
+        json(discovery::api_group(&g))
+    } else {
+        path::not_found().error_response()
+    }
+}
+
+async fn core(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+    p: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (version, rest) = p.into_inner();
+    if !resources::group_served("", &version) {
+        return path::not_found().error_response();
+    }
+    if rest.trim_matches('/').is_empty() {
+        return json(discovery::resource_list("", &version));
+    }
+    handlers::resource(req, payload, state, "", &version, &rest).await
+}
+
+async fn grouped(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+    p: web::Path<(String, String, String)>,
+) -> HttpResponse {
+    let (group, version, rest) = p.into_inner();
+    if !resources::group_served(&group, &version) {
+        return path::not_found().error_response();
+    }
+    if rest.trim_matches('/').is_empty() {
+        return json(discovery::resource_list(&group, &version));
+    }
+    handlers::resource(req, payload, state, &group, &version, &rest).await
+}
+
+/// An empty protobuf `openapi_v2.Document`: kubectl then skips client-side schema
+/// validation (the server validates, with `fieldValidation`).
+async fn openapi_v2() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .finish()
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+async fn ready(state: web::Data<ApiState>) -> HttpResponse {
+    if state.health.ready() {
+        HttpResponse::Ok().content_type("text/plain").body("ok")
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("store: no leader known, or not caught up with the commit index")
+    }
+}
+
+async fn metrics_text(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render(&state.registry))
+}
+
+async fn unknown() -> HttpResponse {
+    path::not_found().error_response()
+}
+
+/// Binds the API on `addr`; the server is returned unstarted (spawn or await it).
+pub fn serve(
+    addr: SocketAddr,
+    store: StoreClient,
+    health: Arc<Health>,
+    registry: Registry,
+) -> std::io::Result<actix_web::dev::Server> {
+    let metrics = ApiMetrics::register(&registry)
+        .map_err(|e| std::io::Error::other(format!("API metrics: {e}")))?;
+    let state = web::Data::new(ApiState {
+        store,
+        health,
+        metrics,
+        registry,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/version", web::get().to(version))
+            .route("/healthz", web::get().to(live))
+            .route("/livez", web::get().to(live))
+            .route("/readyz", web::get().to(ready))
+            .route("/metrics", web::get().to(metrics_text))
+            .route("/openapi/v2", web::get().to(openapi_v2))
+            .route("/api", web::get().to(api))
+            .route("/apis", web::get().to(apis))
+            .route("/apis/{group}", web::get().to(group))
+            .route("/api/{version}{rest:(/.*)?}", web::route().to(core))
+            .route(
+                "/apis/{group}/{version}{rest:(/.*)?}",
+                web::route().to(grouped),
+            )
+            .default_service(web::to(unknown))
+    })
+    .workers(2)
+    .disable_signals()
+    .bind(addr)
+    .map_err(|e| std::io::Error::new(e.kind(), format!("bind api_addr {addr}: {e}")))?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,317 @@
+//! API errors as Kubernetes `metav1.Status` responses with the upstream reason and code.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use crate::store::StoreError;
+
+/// One `details.causes` entry: which field is wrong and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    pub reason: &'static str,
+    pub field: String,
+    pub message: String,
+}
+
+impl Cause {
+    pub fn required(field: impl Into<String>) -> Self {
+        Cause {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: "Required value".into(),
+        }
+    }
+
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        why: impl std::fmt::Display,
+    ) -> Self {
+        Cause {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {value}: {why}"),
+        }
+    }
+
+    pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Self {
+        Cause {
+            reason: "FieldValueDuplicate",
+            field: field.into(),
+            message: format!("Duplicate value: {value}"),
+        }
+    }
+
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        allowed: &[&str],
+    ) -> Self {
+        let allowed: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+        Cause {
+            reason: "FieldValueNotSupported",
+            field: field.into(),
+            message: format!(
+                "Unsupported value: {value}: supported values: {}",
+                allowed.join(", ")
+            ),
+        }
+    }
+}
+
+/// Who an error is about: `details` of the Status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subject {
+    pub group: String,
+    /// The resource (plural), or for `Invalid` the Kind, as upstream does.
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    NotFound { message: String, subject: Subject },
+    #[error("{message}")]
+    AlreadyExists { message: String, subject: Subject },
+    #[error("{message}")]
+    Conflict { message: String, subject: Subject },
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        subject: Subject,
+        causes: Vec<Cause>,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "NotFound",
+            ApiError::AlreadyExists { .. } => "AlreadyExists",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Invalid { .. } => "Invalid",
+            ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
+            ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::Gone(_) => "Expired",
+            ApiError::TooLarge(_) => "RequestEntityTooLarge",
+            ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::Internal(_) => "InternalError",
+        }
+    }
+
+    pub fn code(&self) -> u16 {
+        match self {
+            ApiError::NotFound { .. } => 404,
+            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
+            ApiError::Invalid { .. } => 422,
+            ApiError::BadRequest(_) => 400,
+            ApiError::Forbidden(_) => 403,
+            ApiError::MethodNotAllowed(_) => 405,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::Gone(_) => 410,
+            ApiError::TooLarge(_) => 413,
+            ApiError::Unavailable(_) => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    pub fn not_found(subject: Subject) -> Self {
+        ApiError::NotFound {
+            message: format!("{} \"{}\" not found", qualified(&subject), subject.name),
+            subject,
+        }
+    }
+
+    pub fn already_exists(subject: Subject) -> Self {
+        ApiError::AlreadyExists {
+            message: format!(
+                "{} \"{}\" already exists",
+                qualified(&subject),
+                subject.name
+            ),
+            subject,
+        }
+    }
+
+    pub fn conflict(subject: Subject) -> Self {
+        ApiError::Conflict {
+            message: format!(
+                "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
+                qualified(&subject),
+                subject.name
+            ),
+            subject,
+        }
+    }
+
+    /// 422 with causes; `kind` is the object's Kind (`Deployment`), as kubectl prints it.
+    pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let list: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let what = if list.len() == 1 {
+            list[0].clone()
+        } else {
+            format!("[{}]", list.join(", "))
+        };
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        ApiError::Invalid {
+            message: format!("{qualified_kind} \"{name}\" is invalid: {what}"),
+            subject: Subject {
+                group: group.into(),
+                kind: kind.into(),
+                name: name.into(),
+            },
+            causes,
+        }
+    }
+
+    /// The `metav1.Status` body.
+    pub fn status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.to_string(),
+            "reason": self.reason(),
+            "code": self.code(),
+        });
+        let details = match self {
+            ApiError::NotFound { subject, .. }
+            | ApiError::AlreadyExists { subject, .. }
+            | ApiError::Conflict { subject, .. } => Some(details(subject, &[])),
+            ApiError::Invalid {
+                subject, causes, ..
+            } => Some(details(subject, causes)),
+            _ => None,
+        };
+        if let Some(d) = details {
+            status["details"] = d;
+        }
+        status
+    }
+
+    /// Maps a store error for an object; `subject` names it in the message.
+    pub fn from_store(e: StoreError, subject: Subject) -> Self {
+        match e {
+            StoreError::NotFound { .. } => ApiError::not_found(subject),
+            StoreError::AlreadyExists { .. } => ApiError::already_exists(subject),
+            StoreError::Conflict { .. } => ApiError::conflict(subject),
+            StoreError::Expired {
+                requested,
+                compacted,
+            } => ApiError::Gone(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
+            StoreError::Unavailable(m) | StoreError::ProposalDropped(m) => {
+                ApiError::Unavailable(format!("storage unavailable: {m}"))
+            }
+            StoreError::Stopped => ApiError::Unavailable("storage stopped".into()),
+            StoreError::Invalid(m) => ApiError::BadRequest(m),
+            StoreError::Storage(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+fn qualified(s: &Subject) -> String {
+    if s.group.is_empty() {
+        s.kind.clone()
+    } else {
+        format!("{}.{}", s.kind, s.group)
+    }
+}
+
+fn details(s: &Subject, causes: &[Cause]) -> Value {
+    let mut d = json!({ "name": s.name, "kind": s.kind });
+    if !s.group.is_empty() {
+        d["group"] = json!(s.group);
+    }
+    if !causes.is_empty() {
+        d["causes"] = causes
+            .iter()
+            .map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field }))
+            .collect();
+    }
+    d
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut r = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unavailable(_)) {
+            r.insert_header(("Retry-After", "1"));
+        }
+        r.content_type("application/json")
+            .body(self.status().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_reads_like_upstream() {
+        let e = ApiError::not_found(Subject {
+            group: "apps".into(),
+            kind: "deployments".into(),
+            name: "x".into(),
+        });
+        let s = e.status();
+        assert_eq!(s["message"], "deployments.apps \"x\" not found");
+        assert_eq!(
+            (s["reason"].as_str(), s["code"].as_u64()),
+            (Some("NotFound"), Some(404))
+        );
+        assert_eq!(s["details"]["group"], "apps");
+    }
+
+    #[test]
+    fn invalid_lists_causes_with_fields() {
+        let e = ApiError::invalid(
+            "apps",
+            "Deployment",
+            "x",
+            vec![Cause::required("spec.selector")],
+        );
+        let s = e.status();
+        assert_eq!(s["code"], 422);
+        assert_eq!(s["details"]["kind"], "Deployment");
+        assert_eq!(s["details"]["causes"][0]["field"], "spec.selector");
+        assert_eq!(
+            s["message"],
+            "Deployment.apps \"x\" is invalid: spec.selector: Required value"
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! Subresources: `status`, `scale` (autoscaling/v1 Scale), pod `binding`, and pod `log` and
+//! `exec` (served by the node agent).
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+use super::body;
+use super::handlers::{guaranteed_update, respond, Ctx};
+use super::object;
+use super::patch::{self, PatchType};
+use super::resources::Sub;
+use super::status::ApiError;
+
+pub async fn handle(
+    ctx: &Ctx<'_>,
+    sub: Sub,
+    verb: &str,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    match (sub, verb) {
+        (Sub::Status, "get") => {
+            let (obj, _) = ctx.load().await?;
+            Ok(respond(ctx, 200, obj, &[]))
+        }
+        (Sub::Status, "update") => {
+            let new = body::decode(ctx.content_type(), &body::read(payload).await?)?;
+            let has_rv = object::client_rv(&new)?.is_some();
+            let (obj, _) = guaranteed_update(ctx, true, |_| Ok((new.clone(), has_rv))).await?;
+            Ok(respond(ctx, 200, obj, &[]))
+        }
+        (Sub::Status, "patch") => {
+            let kind = PatchType::from_content_type(&body::media_type(ctx.content_type()))?;
+            let bytes = body::read(payload).await?;
+            let p = patch::parse(kind, ctx.content_type(), &bytes)?;
+            let res = ctx.res();
+            let (obj, _) = guaranteed_update(ctx, true, |old| {
+                let new = patch::apply(kind, res.kind, old, &p)?;
+                Ok((new, p.pointer("/metadata/resourceVersion").is_some()))
+            })
+            .await?;
+            Ok(respond(ctx, 200, obj, &[]))
+        }
+        (Sub::Scale, "get") => {
+            let (obj, _) = ctx.load().await?;
+            Ok(scale_response(ctx, &obj))
+        }
+        (Sub::Scale, "update" | "patch") => {
+            let bytes = body::read(payload).await?;
+            scale_write(ctx, verb, &bytes).await
+        }
+        (Sub::Binding, "create") => {
+            let b = body::decode(ctx.content_type(), &body::read(payload).await?)?;
+            bind(ctx, &b).await
+        }
+        (Sub::Log | Sub::Exec, _) => {
+            let (obj, _) = ctx.load().await?;
+            let node = obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if node.is_empty() {
+                return Err(ApiError::BadRequest(format!(
+                    "pod {} does not have a host assigned",
+                    ctx.name()
+                )));
+            }
+            Err(ApiError::Unavailable(format!(
+                "the node agent of {node} does not serve pod {} yet",
+                sub.name()
+            )))
+        }
+        _ => Err(ApiError::MethodNotAllowed(format!(
+            "the server does not allow this method on {}/{}",
+            ctx.res().plural,
+            sub.name()
+        ))),
+    }
+}
+
+/// The autoscaling/v1 Scale view of a workload.
+fn scale_of(obj: &Value) -> Value {
+    let m = object::meta(obj);
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|ml| {
+            ml.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.get("name"),
+            "namespace": m.get("namespace"),
+            "uid": m.get("uid"),
+            "resourceVersion": m.get("resourceVersion"),
+            "creationTimestamp": m.get("creationTimestamp"),
+        },
+        "spec": { "replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0) },
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+fn scale_response(_ctx: &Ctx<'_>, obj: &Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(scale_of(obj).to_string())
+}
+
+async fn scale_write(ctx: &Ctx<'_>, verb: &str, bytes: &[u8]) -> Result<HttpResponse, ApiError> {
+    let (kind, p) = if verb == "patch" {
+        let kind = PatchType::from_content_type(&body::media_type(ctx.content_type()))?;
+        (Some(kind), patch::parse(kind, ctx.content_type(), bytes)?)
+    } else {
+        (None, body::decode(ctx.content_type(), bytes)?)
+    };
+    let (written, _) = guaranteed_update(ctx, false, |old| {
+        let current = scale_of(old);
+        let scale = match kind {
+            Some(k) => patch::apply(k, "Scale", &current, &p)?,
+            None => p.clone(),
+        };
+        let replicas = scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if replicas < 0 {
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                ctx.name(),
+                vec![super::status::Cause::invalid(
+                    "spec.replicas",
+                    replicas,
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+        let given_rv = if kind.is_some() {
+            p.pointer("/metadata/resourceVersion").cloned()
+        } else {
+            scale
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        };
+        let mut new = old.clone();
+        new["spec"]["replicas"] = json!(replicas);
+        let m = object::meta_mut(&mut new);
+        match &given_rv {
+            Some(rv) => m.insert("resourceVersion".into(), rv.clone()),
+            None => m.remove("resourceVersion"),
+        };
+        Ok((new, given_rv.is_some()))
+    })
+    .await?;
+    Ok(scale_response(ctx, &written))
+}
+
+/// `pods/{name}/binding`: assigns the pod to a node, once.
+async fn bind(ctx: &Ctx<'_>, binding: &Value) -> Result<HttpResponse, ApiError> {
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            ctx.name(),
+            vec![super::status::Cause::required("target.name")],
+        ));
+    }
+    let name = ctx.name().to_string();
+    guaranteed_update(ctx, false, |old| {
+        let current = old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+        if !current.is_empty() {
+            return Err(ApiError::Conflict {
+                message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""),
+                subject: object::subject(ctx.res(), &name),
+            });
+        }
+        if old.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::Conflict {
+                message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"),
+                subject: object::subject(ctx.res(), &name),
+            });
+        }
+        let mut new = old.clone();
+        new["spec"]["nodeName"] = json!(node);
+        object::meta_mut(&mut new).remove("resourceVersion");
+        Ok((new, false))
+    })
+    .await?;
+    // The PodScheduled condition is status; set it after the spec write.
+    let now = object::now();
+    let _ = guaranteed_update(ctx, true, |old| {
+        let mut new = old.clone();
+        let conds = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+        new["status"]["conditions"] = json!(conds);
+        object::meta_mut(&mut new).remove("resourceVersion");
+        Ok((new, false))
+    })
+    .await;
+    Ok(HttpResponse::Created()
+        .content_type("application/json")
+        .body(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}).to_string()))
+}
