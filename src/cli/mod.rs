@@ -26,8 +26,23 @@ struct Cli {
 enum Command {
     /// Run a control-plane node: a replica of the Raft store, the API server, health and metrics.
     Server(Box<ServerArgs>),
+    /// Print a kubeconfig for a server's API (its `api_addr`, or `--server URL`).
+    Kubeconfig(KubeconfigArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Args)]
+pub struct KubeconfigArgs {
+    /// TOML config file of the server (default: /etc/skiff/config.toml if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// API URL to use instead of the config's `api_addr`.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Name of the cluster, context and user in the kubeconfig.
+    #[arg(long, default_value = "skiff")]
+    pub context: String,
 }
 
 /// Flags override the config file and `SKIFF_*` environment variables.
@@ -83,6 +98,28 @@ pub enum CliError {
     ReplicaExited(i32),
 }
 
+/// A kubeconfig for one API server.
+pub fn kubeconfig_text(server: &str, context: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {server}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\ncurrent-context: {context}\nusers:\n- name: {context}\n  user: {{}}\n"
+    )
+}
+
+fn kubeconfig(args: &KubeconfigArgs) -> Result<String, CliError> {
+    let server = match &args.server {
+        Some(s) => s.clone(),
+        None => {
+            let cfg = crate::config::Config::load(args.config.as_deref(), &[])?;
+            let mut addr = cfg.api_addr;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        }
+    };
+    Ok(kubeconfig_text(&server, &args.context))
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -98,6 +135,7 @@ pub fn main() -> i32 {
             Ok(())
         }
         Command::Server(args) => server::run(*args),
+        Command::Kubeconfig(args) => kubeconfig(&args).map(|text| print!("{text}")),
     };
     match result {
         Ok(()) => 0,

@@ -1,0 +1,812 @@
+//! The API server through kube-rs, against three real `skiff server` processes: CRUD of every
+//! kind, optimistic concurrency, patches, selectors, pagination, watches (resume, 410, across
+//! replicas) and bad input.
+
+#[path = "common/servers.rs"]
+#[allow(dead_code)]
+mod servers;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::Client;
+use serde_json::{json, Value};
+use servers::Servers;
+
+fn cluster() -> &'static Servers {
+    static CLUSTER: OnceLock<Servers> = OnceLock::new();
+    CLUSTER.get_or_init(|| Servers::start(3, ""))
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create namespace {name}: {e}"),
+    }
+}
+
+fn code(e: kube::Error) -> (u16, String) {
+    match e {
+        kube::Error::Api(s) => (s.code, s.reason),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+fn pod_template() -> Value {
+    json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}})
+}
+
+/// A minimal valid object of every served kind: (group, kind, plural, namespaced, body).
+type Sample = (&'static str, &'static str, &'static str, bool, Value);
+
+fn samples() -> Vec<Sample> {
+    let sel = json!({"matchLabels": {"app": "x"}});
+    let job_template = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1.36"}]}});
+    vec![
+        ("", "Namespace", "namespaces", false, json!({})),
+        ("", "Node", "nodes", false, json!({"spec": {}})),
+        (
+            "",
+            "Pod",
+            "pods",
+            true,
+            json!({"spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}),
+        ),
+        (
+            "",
+            "Service",
+            "services",
+            true,
+            json!({"spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}}),
+        ),
+        (
+            "",
+            "Endpoints",
+            "endpoints",
+            true,
+            json!({"subsets": [{"addresses": [{"ip": "10.244.1.2"}], "ports": [{"port": 80}]}]}),
+        ),
+        (
+            "",
+            "ConfigMap",
+            "configmaps",
+            true,
+            json!({"data": {"k": "v"}}),
+        ),
+        (
+            "",
+            "Secret",
+            "secrets",
+            true,
+            json!({"data": {"k": "dg=="}}),
+        ),
+        (
+            "",
+            "Event",
+            "events",
+            true,
+            json!({"involvedObject": {"kind": "Pod", "name": "p", "namespace": "crud"}, "reason": "Test", "message": "m", "type": "Normal"}),
+        ),
+        ("", "ServiceAccount", "serviceaccounts", true, json!({})),
+        (
+            "apps",
+            "Deployment",
+            "deployments",
+            true,
+            json!({"spec": {"selector": sel, "template": pod_template()}}),
+        ),
+        (
+            "apps",
+            "ReplicaSet",
+            "replicasets",
+            true,
+            json!({"spec": {"selector": sel, "template": pod_template()}}),
+        ),
+        (
+            "apps",
+            "DaemonSet",
+            "daemonsets",
+            true,
+            json!({"spec": {"selector": sel, "template": pod_template()}}),
+        ),
+        (
+            "apps",
+            "StatefulSet",
+            "statefulsets",
+            true,
+            json!({"spec": {"selector": sel, "serviceName": "s", "template": pod_template()}}),
+        ),
+        (
+            "apps",
+            "ControllerRevision",
+            "controllerrevisions",
+            true,
+            json!({"revision": 1, "data": {"a": 1}}),
+        ),
+        (
+            "batch",
+            "Job",
+            "jobs",
+            true,
+            json!({"spec": {"template": job_template}}),
+        ),
+        (
+            "batch",
+            "CronJob",
+            "cronjobs",
+            true,
+            json!({"spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": job_template}}}}),
+        ),
+        (
+            "coordination.k8s.io",
+            "Lease",
+            "leases",
+            true,
+            json!({"spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40}}),
+        ),
+        (
+            "networking.k8s.io",
+            "Ingress",
+            "ingresses",
+            true,
+            json!({"spec": {"defaultBackend": {"service": {"name": "s", "port": {"number": 80}}}}}),
+        ),
+        (
+            "networking.k8s.io",
+            "IngressClass",
+            "ingressclasses",
+            false,
+            json!({"spec": {"controller": "skiff.io/ingress"}}),
+        ),
+        (
+            "discovery.k8s.io",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+            json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.244.1.2"]}], "ports": [{"port": 80}]}),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crud_of_every_kind_with_conflicts_on_stale_updates() {
+    let client = cluster().client(0);
+    namespace(&client, "crud").await;
+    for (group, kind, plural, namespaced, body) in samples() {
+        let gvk = GroupVersionKind::gvk(group, "v1", kind);
+        let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+        let api: Api<DynamicObject> = if namespaced {
+            Api::namespaced_with(client.clone(), "crud", &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        let name = format!("crud-{}", kind.to_lowercase());
+        let mut obj = body.clone();
+        obj["apiVersion"] = json!(ar.api_version);
+        obj["kind"] = json!(kind);
+        obj["metadata"] = json!({"name": name});
+        let obj: DynamicObject = serde_json::from_value(obj).expect("object");
+
+        let created = api
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("create {kind}: {e}"));
+        let uid = created.metadata.uid.clone().expect("uid");
+        let rv1 = created
+            .metadata
+            .resource_version
+            .clone()
+            .expect("resourceVersion");
+        assert!(
+            created.metadata.creation_timestamp.is_some(),
+            "{kind} creationTimestamp"
+        );
+        let again = api
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect_err("second create");
+        assert_eq!(code(again), (409, "AlreadyExists".into()), "{kind}");
+
+        let got = api
+            .get(&name)
+            .await
+            .unwrap_or_else(|e| panic!("get {kind}: {e}"));
+        assert_eq!(got.metadata.uid.as_deref(), Some(uid.as_str()), "{kind}");
+
+        let mut changed = got.clone();
+        changed.metadata.labels = Some([("step".to_string(), "replaced".to_string())].into());
+        let replaced = api
+            .replace(&name, &PostParams::default(), &changed)
+            .await
+            .unwrap_or_else(|e| panic!("replace {kind}: {e}"));
+        let rv2 = replaced.metadata.resource_version.clone().expect("rv");
+        assert_ne!(rv1, rv2, "{kind}: a write changes resourceVersion");
+        let stale = api
+            .replace(&name, &PostParams::default(), &changed)
+            .await
+            .expect_err("stale replace");
+        assert_eq!(code(stale), (409, "Conflict".into()), "{kind}");
+
+        let patched = api
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"a": "b"}}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("patch {kind}: {e}"));
+        assert_eq!(
+            patched
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("a"))
+                .map(String::as_str),
+            Some("b")
+        );
+        assert_eq!(
+            patched
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("step"))
+                .map(String::as_str),
+            Some("replaced")
+        );
+
+        let listed = api
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("list {kind}: {e}"));
+        assert!(
+            listed
+                .items
+                .iter()
+                .any(|o| o.metadata.uid.as_deref() == Some(uid.as_str())),
+            "{kind} listed"
+        );
+
+        if kind == "Namespace" {
+            continue; // deleted below, it takes its content with it
+        }
+        api.delete(&name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {kind}: {e}"));
+        let gone = api.get(&name).await.expect_err("gone");
+        assert_eq!(code(gone), (404, "NotFound".into()), "{kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sets_defaults_and_generation_follows_spec_changes() {
+    let client = cluster().client(1);
+    namespace(&client, "defaults").await;
+    let api: Api<Deployment> = Api::namespaced(client, "defaults");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": pod_template()}
+    }))
+    .expect("deployment");
+    let created = api
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create");
+    let spec = created.spec.clone().expect("spec");
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(
+        spec.strategy.and_then(|s| s.type_),
+        Some("RollingUpdate".into())
+    );
+    assert_eq!(created.metadata.generation, Some(1));
+    let labelled = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .expect("label");
+    assert_eq!(
+        labelled.metadata.generation,
+        Some(1),
+        "metadata changes keep generation"
+    );
+    let scaled = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scale");
+    assert_eq!(
+        scaled.metadata.generation,
+        Some(2),
+        "spec changes bump generation"
+    );
+    let status = api
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"replicas": 3}, "spec": {"replicas": 9}})),
+        )
+        .await
+        .expect("status");
+    assert_eq!(status.status.and_then(|s| s.replicas), Some(3));
+    assert_eq!(
+        status.spec.and_then(|s| s.replicas),
+        Some(3),
+        "the status subresource ignores spec"
+    );
+    let scale = api.get_scale("web").await.expect("scale");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_patch_types_apply() {
+    let client = cluster().client(2);
+    namespace(&client, "patches").await;
+    let api: Api<Deployment> = Api::namespaced(client, "patches");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "p"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}}, "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [
+            {"name": "a", "image": "busybox:1", "env": [{"name": "E1", "value": "1"}]},
+            {"name": "b", "image": "busybox:1"}
+        ]}}}
+    }))
+    .expect("deployment");
+    api.create(&PostParams::default(), &d)
+        .await
+        .expect("create");
+    let pp = PatchParams::default();
+
+    let json_patch: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "replace", "path": "/spec/replicas", "value": 4}]))
+            .expect("patch");
+    let p = api
+        .patch("p", &pp, &Patch::<()>::Json(json_patch))
+        .await
+        .expect("json patch");
+    assert_eq!(p.spec.as_ref().and_then(|s| s.replicas), Some(4));
+
+    let p = api
+        .patch("p", &pp, &Patch::Merge(json!({"spec": {"paused": true}})))
+        .await
+        .expect("merge patch");
+    assert_eq!(p.spec.as_ref().and_then(|s| s.paused), Some(true));
+
+    let smp = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "busybox:2", "env": [{"name": "E2", "value": "2"}]}]}}}});
+    let p = api
+        .patch("p", &pp, &Patch::Strategic(smp))
+        .await
+        .expect("strategic patch");
+    let cs = p
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|s| s.containers)
+        .expect("containers");
+    assert_eq!(cs.len(), 2, "containers merged by name, not replaced");
+    assert_eq!(cs[0].image.as_deref(), Some("busybox:2"));
+    let env: Vec<String> = cs[0].env.iter().flatten().map(|e| e.name.clone()).collect();
+    assert_eq!(env, ["E1", "E2"]);
+
+    let bad = api
+        .patch("p", &pp, &Patch::Merge(json!({"spec": {"replicas": -1}})))
+        .await
+        .expect_err("invalid");
+    assert_eq!(code(bad), (422, "Invalid".into()));
+
+    let ssa = PatchParams::apply("test").force();
+    let applied: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ssa"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "y"}}, "template": {"metadata": {"labels": {"app": "y"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}}
+    }))
+    .expect("deployment");
+    let created = api
+        .patch("ssa", &ssa, &Patch::Apply(&applied))
+        .await
+        .expect("apply creates");
+    assert_eq!(created.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    let mut more = applied.clone();
+    if let Some(s) = more.spec.as_mut() {
+        s.replicas = Some(5);
+    }
+    let updated = api
+        .patch("ssa", &ssa, &Patch::Apply(&more))
+        .await
+        .expect("apply updates");
+    assert_eq!(updated.spec.and_then(|s| s.replicas), Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_and_field_selectors_and_pagination() {
+    let client = cluster().client(0);
+    namespace(&client, "select").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "select");
+    for (name, env, tier) in [
+        ("a", "prod", Some("web")),
+        ("b", "prod", Some("db")),
+        ("c", "dev", None),
+        ("d", "test", Some("web")),
+    ] {
+        let mut labels = json!({"env": env});
+        if let Some(t) = tier {
+            labels["tier"] = json!(t);
+        }
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
+                .expect("cm");
+        cms.create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
+    }
+    let names = |l: kube::core::ObjectList<ConfigMap>| {
+        l.items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect::<Vec<_>>()
+    };
+    let q = |s: &str| ListParams::default().labels(s);
+    assert_eq!(
+        names(cms.list(&q("env=prod")).await.expect("list")),
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(
+            cms.list(&q("env in (prod,dev),tier!=db"))
+                .await
+                .expect("list")
+        ),
+        ["a", "c"]
+    );
+    assert_eq!(names(cms.list(&q("!tier")).await.expect("list")), ["c"]);
+    assert_eq!(
+        names(cms.list(&q("tier,env notin (prod)")).await.expect("list")),
+        ["d"]
+    );
+    let by_name = ListParams::default().fields("metadata.name=b");
+    assert_eq!(names(cms.list(&by_name).await.expect("list")), ["b"]);
+    let unsupported = cms
+        .list(&ListParams::default().fields("data.k=v"))
+        .await
+        .expect_err("unsupported field");
+    assert_eq!(code(unsupported).0, 400);
+
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut lp = ListParams::default().limit(3);
+    loop {
+        let page = cms.list(&lp).await.expect("page");
+        pages += 1;
+        let cont = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        seen.extend(names(page));
+        match cont {
+            Some(c) => lp = ListParams::default().limit(3).continue_token(&c),
+            None => break,
+        }
+    }
+    assert_eq!(
+        (pages, seen),
+        (2, vec!["a".to_string(), "b".into(), "c".into(), "d".into()])
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client, "select");
+    for (name, node) in [("p1", "n1"), ("p2", "n2")] {
+        let p: Pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})).expect("pod");
+        pods.create(&PostParams::default(), &p)
+            .await
+            .expect("create pod");
+    }
+    let on_n2 = pods
+        .list(&ListParams::default().fields("spec.nodeName=n2"))
+        .await
+        .expect("list");
+    assert_eq!(on_n2.items.len(), 1);
+    assert_eq!(on_n2.items[0].metadata.name.as_deref(), Some("p2"));
+}
+
+async fn next_event<K: Clone + for<'de> serde::Deserialize<'de> + std::fmt::Debug>(
+    stream: &mut (impl futures_util::Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
+) -> WatchEvent<K> {
+    tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("an event within 10 s")
+        .expect("watch stream")
+        .expect("stream open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_from_a_resource_version_and_sees_writes_of_other_replicas() {
+    let servers = cluster();
+    namespace(&servers.client(0), "watch").await;
+    let writer: Api<ConfigMap> = Api::namespaced(servers.client(0), "watch");
+    let watcher: Api<ConfigMap> = Api::namespaced(servers.client(2), "watch");
+    let start = watcher
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("list rv");
+    let mut stream = watcher
+        .watch(&WatchParams::default(), &start)
+        .await
+        .expect("watch")
+        .boxed();
+
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "w1"}, "data": {"v": "1"}}))
+            .expect("cm");
+    writer
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create on replica 0");
+    let added_rv = match next_event(&mut stream).await {
+        WatchEvent::Added(c) => {
+            assert_eq!(c.metadata.name.as_deref(), Some("w1"));
+            c.metadata.resource_version.expect("rv")
+        }
+        other => panic!("expected ADDED, got {other:?}"),
+    };
+    writer
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"v": "2"}})),
+        )
+        .await
+        .expect("update");
+    writer
+        .delete("w1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    assert!(matches!(
+        next_event(&mut stream).await,
+        WatchEvent::Modified(_)
+    ));
+    assert!(matches!(
+        next_event(&mut stream).await,
+        WatchEvent::Deleted(_)
+    ));
+
+    // Resuming from the ADDED event's version replays exactly what followed.
+    let mut resumed = watcher
+        .watch(&WatchParams::default(), &added_rv)
+        .await
+        .expect("watch")
+        .boxed();
+    match next_event(&mut resumed).await {
+        WatchEvent::Modified(c) => assert_eq!(
+            c.data.and_then(|d| d.get("v").cloned()).as_deref(),
+            Some("2")
+        ),
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+    assert!(matches!(
+        next_event(&mut resumed).await,
+        WatchEvent::Deleted(_)
+    ));
+
+    // Label selectors turn label changes into ADDED/DELETED for the watcher.
+    let mut selected = watcher
+        .watch(&WatchParams::default().labels("pick=yes"), &added_rv)
+        .await
+        .expect("watch")
+        .boxed();
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "w2"}})).expect("cm");
+    writer
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+    writer
+        .patch(
+            "w2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"pick": "yes"}}})),
+        )
+        .await
+        .expect("label");
+    writer
+        .patch(
+            "w2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"pick": "no"}}})),
+        )
+        .await
+        .expect("relabel");
+    assert!(matches!(
+        next_event(&mut selected).await,
+        WatchEvent::Added(_)
+    ));
+    assert!(matches!(
+        next_event(&mut selected).await,
+        WatchEvent::Deleted(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_a_too_old_resource_version_is_410_expired() {
+    let small = Servers::start(1, "[store]\nwatch_history = 20\n");
+    let client = small.client(0);
+    namespace(&client, "old").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "old");
+    let first = cms
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    for i in 0..40 {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).expect("cm");
+        cms.create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
+    }
+    let err = cms
+        .watch(&WatchParams::default(), &first)
+        .await
+        .err()
+        .expect("too old");
+    assert_eq!(code(err), (410, "Expired".into()));
+}
+
+/// Sends a raw request; returns (HTTP code, Status reason).
+async fn raw(
+    client: &Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(body)
+        .expect("request");
+    match client.request_text(req).await {
+        Ok(_) => (200, String::new()),
+        Err(kube::Error::Api(s)) => (s.code, s.reason),
+        Err(e) => panic!("{method} {path}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_right_status_and_writes_nothing() {
+    let client = cluster().client(1);
+    namespace(&client, "bad").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "bad");
+    let before = cms
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version;
+    let path = "/api/v1/namespaces/bad/configmaps";
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"x":"{}"}}}}"#,
+        "x".repeat(3 * 1024 * 1024 + 10)
+    );
+    /// (what, path, content type, body, expected code, expected reason)
+    type Case<'a> = (&'a str, &'a str, &'a str, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            path,
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x""#.to_vec(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "malformed YAML",
+            path,
+            "application/yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: [name: x\n".to_vec(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "wrong apiVersion",
+            path,
+            "application/json",
+            br#"{"apiVersion":"apps/v1","kind":"ConfigMap","metadata":{"name":"x"}}"#.to_vec(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "wrong kind",
+            path,
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#.to_vec(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "unknown field, Strict",
+            "/api/v1/namespaces/bad/configmaps?fieldValidation=Strict",
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"dataa":{}}"#
+                .to_vec(),
+            400,
+            "BadRequest",
+        ),
+        (
+            "invalid name",
+            path,
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Not_Valid"}}"#.to_vec(),
+            422,
+            "Invalid",
+        ),
+        (
+            "missing name",
+            path,
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#.to_vec(),
+            422,
+            "Invalid",
+        ),
+        (
+            "oversized body",
+            path,
+            "application/json",
+            big.into_bytes(),
+            413,
+            "RequestEntityTooLarge",
+        ),
+        (
+            "unknown resource",
+            "/api/v1/namespaces/bad/widgets",
+            "application/json",
+            b"{}".to_vec(),
+            404,
+            "NotFound",
+        ),
+        (
+            "unknown patch type",
+            "/api/v1/namespaces/bad/configmaps/none",
+            "application/xml",
+            b"<x/>".to_vec(),
+            415,
+            "UnsupportedMediaType",
+        ),
+        (
+            "missing namespace",
+            "/api/v1/namespaces/nowhere/configmaps",
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#.to_vec(),
+            404,
+            "NotFound",
+        ),
+    ];
+    for (what, path, ct, body, want_code, want_reason) in cases {
+        let method = if what == "unknown patch type" {
+            "PATCH"
+        } else {
+            "POST"
+        };
+        let got = raw(&client, method, path, ct, body).await;
+        assert_eq!(got, (want_code, want_reason.to_string()), "{what}");
+    }
+    let after = cms.list(&ListParams::default()).await.expect("list");
+    assert!(
+        after.items.is_empty(),
+        "nothing was written: {:?}",
+        after.items
+    );
+    assert_eq!(after.metadata.resource_version.is_some(), before.is_some());
+}

@@ -1,0 +1,214 @@
+//! A cluster of real `skiff server` processes on loopback, each started from its own config
+//! file, with kubeconfigs and kube-rs clients for each.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_skiff");
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Children are forked from one thread that lives as long as the test process and are
+/// killed by the kernel when it goes (PR_SET_PDEATHSIG), so a shared cluster never outlives
+/// its test binary, whatever way it ends.
+fn spawn_tied(cmd: Command) -> Child {
+    static KEEPER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    let (tx, rx) = mpsc::channel();
+    keeper
+        .lock()
+        .expect("keeper")
+        .send((cmd, tx))
+        .expect("keeper thread");
+    rx.recv()
+        .expect("keeper reply")
+        .expect("spawn skiff server")
+}
+
+pub struct Node {
+    pub name: String,
+    pub config: PathBuf,
+    pub api: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct Servers {
+    pub dir: TempDir,
+    pub nodes: Vec<Node>,
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    ls.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// Whether `GET /readyz` on the port answers 200.
+pub fn ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(s, "GET /readyz HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
+}
+
+impl Servers {
+    /// Starts `n` servers forming one cluster; `extra` is appended to every config file.
+    pub fn start(n: usize, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(3 * n);
+        let members: Vec<String> = (0..n)
+            .map(|i| format!("\"n{}=127.0.0.1:{}\"", i + 1, ports[3 * i]))
+            .collect();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let name = format!("n{}", i + 1);
+            let config = dir.path().join(format!("{name}.toml"));
+            let text = format!(
+                "node_name = \"{name}\"\ndata_dir = \"{data}\"\ninitial_cluster = [{members}]\npeer_listen_addr = \"127.0.0.1:{peer}\"\nhttp_listen_addr = \"127.0.0.1:{http}\"\napi_addr = \"127.0.0.1:{api}\"\n{extra}\n",
+                data = dir.path().join(&name).display(),
+                members = members.join(", "),
+                peer = ports[3 * i],
+                http = ports[3 * i + 1],
+                api = ports[3 * i + 2],
+            );
+            std::fs::write(&config, text).expect("write config");
+            nodes.push(Node {
+                log: dir.path().join(format!("{name}.log")),
+                name,
+                config,
+                api: ports[3 * i + 2],
+                child: None,
+            });
+        }
+        let mut s = Servers { dir, nodes };
+        for i in 0..n {
+            s.spawn(i);
+        }
+        for i in 0..n {
+            s.wait_ready(i);
+        }
+        s
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("server")
+            .arg("--config")
+            .arg(&node.config)
+            .env("RUST_LOG", "info,raft=warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        node.child = Some(spawn_tied(cmd));
+    }
+
+    pub fn wait_ready(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if ready(self.nodes[i].api) {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.nodes[i].child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "server {} exited: {status}\n{}",
+                    self.nodes[i].name,
+                    self.log(i)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "server {} not ready within 30 s\n{}",
+            self.nodes[i].name,
+            self.log(i)
+        );
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].api)
+    }
+
+    /// A kubeconfig file for server `i`, written by `skiff kubeconfig`.
+    pub fn kubeconfig(&self, i: usize) -> PathBuf {
+        let path = self
+            .dir
+            .path()
+            .join(format!("kubeconfig-{}", self.nodes[i].name));
+        if !path.exists() {
+            let out = Command::new(BIN)
+                .args(["kubeconfig", "--config"])
+                .arg(&self.nodes[i].config)
+                .output()
+                .expect("skiff kubeconfig");
+            assert!(out.status.success(), "skiff kubeconfig failed");
+            std::fs::write(&path, out.stdout).expect("write kubeconfig");
+        }
+        path
+    }
+
+    pub fn client(&self, i: usize) -> kube::Client {
+        let url = self.url(i).parse().expect("url");
+        kube::Client::try_from(kube::Config::new(url)).expect("kube client")
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(&self.nodes[i].name)
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
