@@ -176,14 +176,38 @@ async fn get(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     Ok(respond(ctx, 200, obj, &[]))
 }
 
-/// Matching objects of the target scope, with the revision they were read at.
+/// One listed object: its stored form, and the parsed form if selectors needed it.
+pub struct Listed {
+    pub kv: KeyValue,
+    pub obj: Option<Value>,
+}
+
+impl Listed {
+    pub fn object(&self) -> Result<Value, ApiError> {
+        match &self.obj {
+            Some(o) => Ok(o.clone()),
+            None => object::from_kv(&self.kv),
+        }
+    }
+
+    pub fn json(&self) -> Result<Vec<u8>, ApiError> {
+        match &self.obj {
+            Some(o) => serde_json::to_vec(o).map_err(|e| ApiError::Internal(e.to_string())),
+            None => object::kv_json(&self.kv, self.kv.mod_revision),
+        }
+    }
+}
+
+/// Matching objects of the target scope, the revision they were read at, and the continue
+/// token if `limit` cut the list. Objects are parsed only when a selector needs it.
 pub async fn list_objects(
     ctx: &Ctx<'_>,
     consistency: Consistency,
-) -> Result<(Vec<(String, Value)>, u64, Option<String>), ApiError> {
+) -> Result<(Vec<Listed>, u64, Option<String>), ApiError> {
     let res = ctx.res();
     let ls = LabelSelector::parse(ctx.q.get("labelSelector").unwrap_or(""))?;
     let fs = FieldSelector::parse(ctx.q.get("fieldSelector").unwrap_or(""), res.kind)?;
+    let selecting = !ls.is_empty() || !fs.is_empty();
     let limit: usize = match ctx.q.get("limit") {
         None | Some("") => 0,
         Some(l) => l
@@ -200,20 +224,23 @@ pub async fn list_objects(
         .list(&res.scope_prefix(ctx.ns()), start_after, 0, consistency)
         .await
         .map_err(|e| ctx.store_err(e))?;
-    let mut items = Vec::new();
+    let mut items: Vec<Listed> = Vec::new();
     let mut next = None;
-    for kv in &page.kvs {
-        let obj = object::from_kv(kv)?;
-        if !ls.matches(&labels_of(&obj)) || !fs.matches(&obj) {
-            continue;
-        }
+    for kv in page.kvs {
+        let obj = if selecting {
+            let obj = object::from_kv(&kv)?;
+            if !ls.matches(&labels_of(&obj)) || !fs.matches(&obj) {
+                continue;
+            }
+            Some(obj)
+        } else {
+            None
+        };
         if limit > 0 && items.len() == limit {
-            next = items
-                .last()
-                .map(|(k, _): &(String, Value)| encode_continue(k));
+            next = items.last().map(|l| encode_continue(&l.kv.key));
             break;
         }
-        items.push((kv.key.clone(), obj));
+        items.push(Listed { kv, obj });
     }
     Ok((items, page.revision, next))
 }
@@ -241,15 +268,35 @@ async fn list(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     if let Some(n) = next {
         meta["continue"] = json!(n);
     }
-    let objects: Vec<Value> = items.into_iter().map(|(_, o)| o).collect();
-    let body = if ctx.wants_table() {
-        table::for_list(res, &objects, meta)
-    } else {
-        json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": meta, "items": objects })
-    };
+    if ctx.wants_table() {
+        let objects = items
+            .iter()
+            .map(Listed::object)
+            .collect::<Result<Vec<_>, _>>()?;
+        let body = table::for_list(res, &objects, meta);
+        return Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body.to_string()));
+    }
+    // Assembled from the stored bytes: no parse and re-serialization per object.
+    let head =
+        json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": meta })
+            .to_string();
+    let mut body = Vec::with_capacity(
+        items.iter().map(|l| l.kv.value.len() + 32).sum::<usize>() + head.len() + 16,
+    );
+    body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    body.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&item.json()?);
+    }
+    body.extend_from_slice(b"]}");
     Ok(HttpResponse::Ok()
         .content_type("application/json")
-        .body(body.to_string()))
+        .body(body))
 }
 
 /// Defaults and validates `obj` for writing; returns warnings.
@@ -534,7 +581,8 @@ async fn delete(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiErr
 async fn delete_collection(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
     let (items, _, _) = list_objects(ctx, Consistency::Linearizable).await?;
     let mut deleted = Vec::new();
-    for (_, obj) in items {
+    for item in items {
+        let obj = item.object()?;
         let t = Target {
             res: ctx.res(),
             namespace: obj

@@ -101,6 +101,10 @@ impl LabelSelector {
         Ok(LabelSelector(reqs))
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|r| match r {
             Req::Eq(k, v) => labels.get(k) == Some(v),
@@ -179,6 +183,10 @@ impl FieldSelector {
             reqs.push((field.to_string(), eq, value.trim().to_string()));
         }
         Ok(FieldSelector(reqs))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn matches(&self, obj: &Value) -> bool {

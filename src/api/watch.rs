@@ -26,17 +26,33 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 struct Filter {
     ls: LabelSelector,
     fs: FieldSelector,
-    name: Option<String>,
+    /// The key of the one object watched, for a watch on a name.
+    key: Option<String>,
 }
 
 impl Filter {
-    fn matches(&self, obj: &Value) -> bool {
-        self.name
-            .as_deref()
-            .is_none_or(|n| object::name_of(obj) == n)
-            && self.ls.matches(&labels_of(obj))
-            && self.fs.matches(obj)
+    fn key_matches(&self, key: &str) -> bool {
+        self.key.as_deref().is_none_or(|k| k == key)
     }
+
+    fn matches(&self, obj: &Value) -> bool {
+        self.ls.matches(&labels_of(obj)) && self.fs.matches(obj)
+    }
+
+    fn selects(&self) -> bool {
+        !self.ls.is_empty() || !self.fs.is_empty()
+    }
+}
+
+/// One `WatchEvent` line around an object already in JSON.
+fn event_line(kind: &str, object: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
 }
 
 /// Decrements the open-watch gauge when the stream is dropped.
@@ -69,15 +85,27 @@ impl State {
         } else {
             obj.clone()
         };
-        let mut s = json!({"type": kind, "object": object}).to_string();
-        s.push('\n');
-        Bytes::from(s)
+        event_line(kind, object.to_string().as_bytes())
     }
 
     /// The watch event for a store event, if this watcher sees it.
     fn convert(&mut self, e: Event) -> Option<Bytes> {
         let rev = e.revision();
         self.last_rv = self.last_rv.max(rev);
+        if !self.filter.key_matches(&e.kv.key) {
+            return None;
+        }
+        if !self.filter.selects() && !self.table {
+            // No selector: the stored bytes go out as they are, with the version added.
+            let (kind, kv) = match e.kind {
+                EventKind::Put if e.prev.is_some() => ("MODIFIED", &e.kv),
+                EventKind::Put => ("ADDED", &e.kv),
+                EventKind::Delete => ("DELETED", e.prev.as_ref()?),
+            };
+            let body = object::kv_json(kv, rev).ok()?;
+            self.sent.inc();
+            return Some(event_line(kind, &body));
+        }
         let parse = |kv: &crate::store::KeyValue| {
             let mut o = object::from_kv(kv).ok()?;
             object::set_rv(&mut o, rev);
@@ -146,7 +174,7 @@ pub async fn serve(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let filter = Filter {
         ls: LabelSelector::parse(ctx.q.get("labelSelector").unwrap_or(""))?,
         fs: FieldSelector::parse(ctx.q.get("fieldSelector").unwrap_or(""), res.kind)?,
-        name: ctx.t.name.clone(),
+        key: ctx.t.name.as_ref().map(|n| res.key(ctx.ns(), n)),
     };
     let timeout = match ctx.q.get("timeoutSeconds") {
         None | Some("") => DEFAULT_TIMEOUT,
@@ -165,23 +193,14 @@ pub async fn serve(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
                 Consistency::Linearizable
             };
             let (items, rev, _) = list_objects(ctx, consistency).await?;
-            let st_line = |o: &Value| {
-                let object = if table {
-                    table::for_object(res, o)
+            for item in items.iter().filter(|l| filter.key_matches(&l.kv.key)) {
+                let line = if table {
+                    let object = table::for_object(res, &item.object()?);
+                    event_line("ADDED", object.to_string().as_bytes())
                 } else {
-                    o.clone()
+                    event_line("ADDED", &item.json()?)
                 };
-                let mut s = json!({"type": "ADDED", "object": object}).to_string();
-                s.push('\n');
-                Bytes::from(s)
-            };
-            for (_, o) in items.iter().filter(|(_, o)| {
-                filter
-                    .name
-                    .as_deref()
-                    .is_none_or(|n| object::name_of(o) == n)
-            }) {
-                pending.push_back(st_line(o));
+                pending.push_back(line);
             }
             rev
         }
