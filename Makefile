@@ -21,10 +21,13 @@ test: deps lint
 
 # Until the lab issue lands: one single-node server in the foreground.
 lab: build
+	@mkdir -p $(LAB_DIR)
+	@./target/release/skiff kubeconfig --server http://127.0.0.1:6443 > $(LAB_DIR)/kubeconfig
 	@echo "skiff: 'make lab' runs a single-node 'skiff server' in the foreground for now (the three-node lab comes with 'skiff lab up'); Ctrl-C stops it."
+	@echo "skiff: API http://127.0.0.1:6443 (in another shell: export KUBECONFIG=$(CURDIR)/$(LAB_DIR)/kubeconfig; kubectl get ns)"
 	@echo "skiff: health http://127.0.0.1:9101/readyz, metrics http://127.0.0.1:9101/metrics, data in $(LAB_DIR)/n1"
 	./target/release/skiff server --node-name n1 --data-dir $(LAB_DIR)/n1 \
-		--peer-listen-addr 127.0.0.1:2380 --http-listen-addr 127.0.0.1:9101
+		--peer-listen-addr 127.0.0.1:2380 --http-listen-addr 127.0.0.1:9101 --api-addr 127.0.0.1:6443
 
 bench: deps
 	$(CARGO) bench --locked --bench store

@@ -637,7 +637,7 @@ async fn watch_resumes_from_a_resource_version_and_sees_writes_of_other_replicas
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_from_a_too_old_resource_version_is_410_expired() {
-    let small = Servers::start(1, "[store]\nwatch_history = 20\n");
+    let small = Servers::start(3, "[store]\nwatch_history = 20\n");
     let client = small.client(0);
     namespace(&client, "old").await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "old");
