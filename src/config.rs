@@ -52,6 +52,34 @@ pub struct Config {
     pub api_addr: SocketAddr,
     pub raft: RaftConfig,
     pub store: StoreConfig,
+    pub controllers: ControllersConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllersConfig {
+    /// Run the controllers and the scheduler (on the replica that is the Raft leader).
+    pub enabled: bool,
+    /// Reconciles running at once per controller.
+    pub workers: usize,
+    /// Every object is reconciled at least this often.
+    pub resync_seconds: u64,
+    /// A node whose lease is older than this is NotReady (Unknown) and tainted unreachable.
+    pub node_monitor_grace_seconds: u64,
+    /// tolerationSeconds of the default not-ready/unreachable tolerations given to pods.
+    pub default_toleration_seconds: u64,
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            workers: 4,
+            resync_seconds: 30,
+            node_monitor_grace_seconds: 40,
+            default_toleration_seconds: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -97,6 +125,7 @@ impl Default for Config {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 6443)),
             raft: RaftConfig::default(),
             store: StoreConfig::default(),
+            controllers: ControllersConfig::default(),
         }
     }
 }
@@ -224,6 +253,15 @@ impl Config {
             ("raft.max_inflight_msgs", r.max_inflight_msgs as u64),
             ("store.request_timeout_ms", self.store.request_timeout_ms),
             ("store.watch_history", self.store.watch_history as u64),
+            ("controllers.workers", self.controllers.workers as u64),
+            (
+                "controllers.resync_seconds",
+                self.controllers.resync_seconds,
+            ),
+            (
+                "controllers.node_monitor_grace_seconds",
+                self.controllers.node_monitor_grace_seconds,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(invalid(key, "must be greater than 0"));
@@ -293,6 +331,15 @@ impl Config {
                 peer_addr,
             })
             .collect())
+    }
+
+    /// The URL components of this process use to reach its own API.
+    pub fn local_api_url(&self) -> String {
+        let mut addr = self.api_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
     }
 
     pub fn tick(&self) -> Duration {

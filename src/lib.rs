@@ -3,5 +3,6 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod controllers;
 pub mod metrics;
 pub mod store;

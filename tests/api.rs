@@ -224,12 +224,28 @@ async fn crud_of_every_kind_with_conflicts_on_stale_updates() {
             .unwrap_or_else(|e| panic!("get {kind}: {e}"));
         assert_eq!(got.metadata.uid.as_deref(), Some(uid.as_str()), "{kind}");
 
+        // Controllers may write the object meanwhile (a ReplicaSet's status): read-modify-write
+        // again on a conflict, as every client does.
+        let mut replaced = None;
         let mut changed = got.clone();
-        changed.metadata.labels = Some([("step".to_string(), "replaced".to_string())].into());
-        let replaced = api
-            .replace(&name, &PostParams::default(), &changed)
-            .await
-            .unwrap_or_else(|e| panic!("replace {kind}: {e}"));
+        for _ in 0..10 {
+            let mut fresh = api
+                .get(&name)
+                .await
+                .unwrap_or_else(|e| panic!("get {kind}: {e}"));
+            fresh.metadata.labels = Some([("step".to_string(), "replaced".to_string())].into());
+            changed = fresh.clone();
+            match api.replace(&name, &PostParams::default(), &fresh).await {
+                Ok(r) => {
+                    replaced = Some(r);
+                    break;
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => panic!("replace {kind}: {e}"),
+            }
+        }
+        let replaced =
+            replaced.unwrap_or_else(|| panic!("replace {kind}: conflicts on every attempt"));
         let rv2 = replaced.metadata.resource_version.clone().expect("rv");
         assert_ne!(rv1, rv2, "{kind}: a write changes resourceVersion");
         let stale = api

@@ -110,11 +110,7 @@ fn kubeconfig(args: &KubeconfigArgs) -> Result<String, CliError> {
         Some(s) => s.clone(),
         None => {
             let cfg = crate::config::Config::load(args.config.as_deref(), &[])?;
-            let mut addr = cfg.api_addr;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{addr}")
+            cfg.local_api_url()
         }
     };
     Ok(kubeconfig_text(&server, &args.context))

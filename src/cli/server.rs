@@ -1,5 +1,6 @@
 //! `skiff server`: one replica of the Raft store with its health and metrics endpoint.
 
+use actix::Actor;
 use config::Value;
 use prometheus::Registry;
 use tracing::info;
@@ -121,6 +122,17 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         let api_handle = api.handle();
         actix::spawn(api);
         actix::spawn(crate::api::bootstrap(replica.client()));
+        let _manager = cfg.controllers.enabled.then(|| {
+            crate::controllers::ControllerManager::new(
+                replica.health(),
+                crate::controllers::ControllerOptions {
+                    api_url: cfg.local_api_url(),
+                    workers: cfg.controllers.workers,
+                    resync: std::time::Duration::from_secs(cfg.controllers.resync_seconds),
+                },
+            )
+            .start()
+        });
         let outcome = tokio::select! {
             code = replica.exited() => Err(CliError::ReplicaExited(code)),
             _ = shutdown_signal() => Ok(()),

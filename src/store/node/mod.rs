@@ -59,6 +59,7 @@ pub struct Health {
     leader: AtomicU64,
     commit: AtomicU64,
     applied: AtomicU64,
+    is_leader: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
@@ -70,6 +71,11 @@ impl Health {
 
     pub fn leader(&self) -> u64 {
         self.leader.load(Ordering::Relaxed)
+    }
+
+    /// This replica is the Raft leader (controllers and the scheduler run here).
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Relaxed)
     }
 }
 
@@ -311,6 +317,9 @@ impl RaftNode {
             .store(r.raft_log.committed, Ordering::Relaxed);
         self.health.applied.store(self.applied, Ordering::Relaxed);
         self.health.leader.store(r.leader_id, Ordering::Relaxed);
+        self.health
+            .is_leader
+            .store(r.state == StateRole::Leader, Ordering::Relaxed);
     }
 }
 

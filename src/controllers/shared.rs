@@ -1,0 +1,59 @@
+//! What the controllers of one leadership term share: the API client and the informers.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::Client;
+
+use super::runtime::{Informer, Recorder};
+
+pub struct Shared {
+    pub client: Client,
+    pub pods: Arc<Informer<Pod>>,
+    pub replicasets: Arc<Informer<ReplicaSet>>,
+    pub deployments: Arc<Informer<Deployment>>,
+    pub nodes: Arc<Informer<Node>>,
+    pub services: Arc<Informer<Service>>,
+    pub leases: Arc<Informer<Lease>>,
+    pub recorder: Recorder,
+}
+
+impl Shared {
+    pub fn start(client: Client) -> Arc<Self> {
+        Arc::new(Shared {
+            pods: Informer::start(Api::all(client.clone())),
+            replicasets: Informer::start(Api::all(client.clone())),
+            deployments: Informer::start(Api::all(client.clone())),
+            nodes: Informer::start(Api::all(client.clone())),
+            services: Informer::start(Api::all(client.clone())),
+            leases: Informer::start(Api::namespaced(client.clone(), "kube-node-lease")),
+            recorder: Recorder::new(client.clone(), "skiff-controller-manager"),
+            client,
+        })
+    }
+
+    /// Waits until every informer has listed once: controllers must not act on a partial view.
+    pub async fn ready(&self) {
+        let _ = self.pods.store.wait_until_ready().await;
+        let _ = self.replicasets.store.wait_until_ready().await;
+        let _ = self.deployments.store.wait_until_ready().await;
+        let _ = self.nodes.store.wait_until_ready().await;
+        let _ = self.services.store.wait_until_ready().await;
+        let _ = self.leases.store.wait_until_ready().await;
+    }
+}
+
+pub fn obj_ref<K: kube::Resource>(ns: Option<&str>, name: &str) -> ObjectRef<K>
+where
+    K::DynamicType: Default,
+{
+    let r = ObjectRef::new(name);
+    match ns {
+        Some(ns) => r.within(ns),
+        None => r,
+    }
+}
