@@ -5,4 +5,12 @@ pub mod cli;
 pub mod config;
 pub mod controllers;
 pub mod metrics;
+pub mod scheduler;
 pub mod store;
+
+/// The current time as Kubernetes writes it (RFC 3339, seconds).
+pub fn api_time_now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}

@@ -164,7 +164,8 @@ async fn scale_write(ctx: &Ctx<'_>, verb: &str, bytes: &[u8]) -> Result<HttpResp
     Ok(scale_response(ctx, &written))
 }
 
-/// `pods/{name}/binding`: assigns the pod to a node, once.
+/// `pods/{name}/binding`: assigns the pod to a node, once, and marks it PodScheduled, in one
+/// write (the scheduler's hot path).
 async fn bind(ctx: &Ctx<'_>, binding: &Value) -> Result<HttpResponse, ApiError> {
     let node = binding
         .pointer("/target/name")
@@ -180,39 +181,69 @@ async fn bind(ctx: &Ctx<'_>, binding: &Value) -> Result<HttpResponse, ApiError> 
         ));
     }
     let name = ctx.name().to_string();
-    guaranteed_update(ctx, false, |old| {
-        let current = old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+    let conflict = |why: String| ApiError::Conflict {
+        message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": {why}"),
+        subject: object::subject(ctx.res(), &name),
+    };
+    let want_uid = binding
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty());
+    for _ in 0..8 {
+        let (mut pod, kv) = ctx.load().await?;
+        if want_uid.is_some_and(|u| pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(u))
+        {
+            return Err(conflict("the pod was replaced".into()));
+        }
+        let current = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !current.is_empty() {
-            return Err(ApiError::Conflict {
-                message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""),
-                subject: object::subject(ctx.res(), &name),
-            });
+            return Err(conflict(format!(
+                "pod {name} is already assigned to node \"{current}\""
+            )));
         }
-        if old.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::Conflict {
-                message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"),
-                subject: object::subject(ctx.res(), &name),
-            });
+        if pod
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
+        {
+            return Err(conflict(format!(
+                "pod {name} is being deleted, cannot be assigned to a host"
+            )));
         }
-        let mut new = old.clone();
-        new["spec"]["nodeName"] = json!(node);
-        object::meta_mut(&mut new).remove("resourceVersion");
-        Ok((new, false))
-    })
-    .await?;
-    // The PodScheduled condition is status; set it after the spec write.
-    let now = object::now();
-    let _ = guaranteed_update(ctx, true, |old| {
-        let mut new = old.clone();
-        let conds = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
-        let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
-        new["status"]["conditions"] = json!(conds);
-        object::meta_mut(&mut new).remove("resourceVersion");
-        Ok((new, false))
-    })
-    .await;
-    Ok(HttpResponse::Created()
-        .content_type("application/json")
-        .body(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}).to_string()))
+        let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+            return Err(ApiError::Internal(format!("stored pod {name} has no spec")));
+        };
+        spec.insert("nodeName".into(), json!(node));
+        if !pod.get("status").is_some_and(Value::is_object) {
+            pod["status"] = json!({});
+        }
+        let conds = pod["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conds: Vec<Value> = conds
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
+        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now()}));
+        pod["status"]["conditions"] = json!(conds);
+        if !ctx.q.dry_run() {
+            match ctx
+                .state
+                .store
+                .update(&ctx.key(), object::to_bytes(&pod)?, Some(kv.mod_revision))
+                .await
+            {
+                Ok(_) => {}
+                Err(crate::store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ctx.store_err(e)),
+            }
+        }
+        return Ok(HttpResponse::Created()
+            .content_type("application/json")
+            .body(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}).to_string()));
+    }
+    Err(conflict("the pod kept changing".into()))
 }

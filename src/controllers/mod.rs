@@ -6,6 +6,8 @@ mod replicaset;
 pub mod runtime;
 mod shared;
 
+pub use shared::{obj_ref, Shared};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +15,6 @@ use actix::prelude::*;
 use tracing::{info, warn};
 
 use crate::store::Health;
-use shared::Shared;
 
 /// Settings of the controllers (from the `[controllers]` config section).
 #[derive(Clone, Debug)]
@@ -49,7 +50,8 @@ fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
             ctl = ctl.watch(s);
         }
         ctl.start();
-        info!("controllers started");
+        crate::scheduler::Scheduler::new(shared.clone()).start();
+        info!("controllers and scheduler started");
     })
 }
 
