@@ -1,6 +1,7 @@
 //! Controllers: actix actors fed by kube-rs informers over the API, run only on the replica
 //! that is the Raft leader (the controller manager starts and stops them with leadership).
 
+mod deployment;
 pub mod pods;
 mod replicaset;
 pub mod runtime;
@@ -47,6 +48,12 @@ fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
         let rs = replicaset::ReplicaSetController::new(shared.clone());
         let mut ctl = runtime::Controller::new(rs.clone(), opts.workers, opts.resync);
         for s in rs.sources() {
+            ctl = ctl.watch(s);
+        }
+        ctl.start();
+        let d = deployment::DeploymentController::new(shared.clone());
+        let mut ctl = runtime::Controller::new(d.clone(), opts.workers, opts.resync);
+        for s in d.sources() {
             ctl = ctl.watch(s);
         }
         ctl.start();
