@@ -345,9 +345,15 @@ pub async fn store_update(ctx: &Ctx<'_>, mut new: Value, old_rev: u64) -> Result
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_none_or(|f| f.is_empty());
-    let deleting = new
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null());
+    // A graceful deletion (a pod on a node) waits for its node agent, finalizers or not.
+    let graceful = new
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|g| g > 0);
+    let deleting = !graceful
+        && new
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null());
     if ctx.q.dry_run() {
         return Ok(new);
     }

@@ -2,6 +2,7 @@
 //! that is the Raft leader (the controller manager starts and stops them with leadership).
 
 mod deployment;
+mod gc;
 pub mod pods;
 mod replicaset;
 pub mod runtime;
@@ -54,6 +55,12 @@ fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
         let d = deployment::DeploymentController::new(shared.clone());
         let mut ctl = runtime::Controller::new(d.clone(), opts.workers, opts.resync);
         for s in d.sources() {
+            ctl = ctl.watch(s);
+        }
+        ctl.start();
+        let gc = gc::GarbageCollector::new(shared.clone());
+        let mut ctl = runtime::Controller::new(gc.clone(), opts.workers, opts.resync);
+        for s in gc.sources() {
             ctl = ctl.watch(s);
         }
         ctl.start();
