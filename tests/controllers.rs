@@ -1,0 +1,579 @@
+//! The deployment flow against three `skiff server` processes: Deployment -> ReplicaSet ->
+//! Pods -> scheduler -> nodes (played by a fixture until the node agent exists), scaling,
+//! rolling updates within maxSurge/maxUnavailable, rollback, scheduling rules, cascading
+//! deletion.
+
+#[path = "common/fake_nodes.rs"]
+mod fake_nodes;
+#[path = "common/servers.rs"]
+#[allow(dead_code)]
+mod servers;
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fake_nodes::FakeNodes;
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use servers::Servers;
+
+struct Env {
+    servers: Servers,
+    client: Client,
+    nodes: FakeNodes,
+}
+
+async fn env(nodes: &[(&str, &str)]) -> Env {
+    let servers =
+        tokio::task::block_in_place(|| Servers::start(3, "[controllers]\nresync_seconds = 5\n"));
+    let client = servers.client(1);
+    let fake = FakeNodes::start(client.clone()).await;
+    for (name, cpu) in nodes {
+        fake.add(name, cpu, &[], json!([])).await;
+    }
+    Env {
+        servers,
+        client,
+        nodes: fake,
+    }
+}
+
+impl Env {
+    fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.servers.kubeconfig(0))
+            .args(args)
+            .output()
+            .expect("kubectl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, text) = self.kubectl(args);
+        assert!(ok, "kubectl {}: {text}", args.join(" "));
+        text
+    }
+
+    async fn namespace(&self, name: &str) {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace");
+    }
+
+    async fn pods(&self, ns: &str) -> Vec<Pod> {
+        Api::<Pod>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .expect("pods")
+            .items
+    }
+
+    async fn replicasets(&self, ns: &str) -> Vec<ReplicaSet> {
+        Api::<ReplicaSet>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .expect("rs")
+            .items
+    }
+
+    async fn deployment(&self, ns: &str, name: &str) -> Deployment {
+        Api::<Deployment>::namespaced(self.client.clone(), ns)
+            .get(name)
+            .await
+            .expect("deployment")
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true or `within` passes.
+async fn until<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn active(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn rolled_out(e: &Env, ns: &str, name: &str, replicas: i32) -> bool {
+    let d = e.deployment(ns, name).await;
+    let s = d.status.unwrap_or_default();
+    s.observed_generation >= d.metadata.generation
+        && s.updated_replicas == Some(replicas)
+        && s.available_replicas == Some(replicas)
+        && s.replicas == Some(replicas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_creates_one_replicaset_and_spreads_pods_over_nodes() {
+    let e = env(&[("node-a", "4"), ("node-b", "4"), ("node-c", "4")]).await;
+    e.namespace("flow").await;
+    e.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.36",
+        "--replicas=3",
+        "-n",
+        "flow",
+    ]);
+    until(Duration::from_secs(30), "3 available replicas", || {
+        rolled_out(&e, "flow", "web", 3)
+    })
+    .await;
+    let out = e.ok(&[
+        "rollout",
+        "status",
+        "deploy/web",
+        "-n",
+        "flow",
+        "--timeout=30s",
+    ]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert_eq!(e.replicasets("flow").await.len(), 1);
+    let pods = e.pods("flow").await;
+    assert_eq!(pods.len(), 3);
+    let nodes: HashSet<String> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
+        .collect();
+    assert_eq!(
+        nodes.len(),
+        3,
+        "pods of one owner spread over the three nodes"
+    );
+    let described = e.ok(&["describe", "deploy", "web", "-n", "flow"]);
+    assert!(described.contains("ScalingReplicaSet"), "{described}");
+
+    e.ok(&["scale", "deploy/web", "--replicas=10", "-n", "flow"]);
+    until(Duration::from_secs(30), "10 replicas", || {
+        rolled_out(&e, "flow", "web", 10)
+    })
+    .await;
+    let before: Vec<Pod> = e.pods("flow").await;
+    e.ok(&["scale", "deploy/web", "--replicas=2", "-n", "flow"]);
+    until(Duration::from_secs(30), "2 replicas", || {
+        rolled_out(&e, "flow", "web", 2)
+    })
+    .await;
+    until(Duration::from_secs(30), "2 pods left", || async {
+        e.pods("flow").await.iter().filter(|p| active(p)).count() == 2
+    })
+    .await;
+    // Upstream removes pods from the most crowded node first: none survives there.
+    let node = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default()
+    };
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in before.iter().filter(|p| active(p)) {
+        *per_node.entry(node(p)).or_default() += 1;
+    }
+    let max = per_node.values().copied().max().unwrap_or(0);
+    let crowded: Vec<&String> = per_node
+        .iter()
+        .filter(|(_, n)| **n == max)
+        .map(|(k, _)| k)
+        .collect();
+    let left: Vec<Pod> = e.pods("flow").await.into_iter().filter(active).collect();
+    if crowded.len() == 1 {
+        assert!(
+            left.iter().all(|p| node(p) != *crowded[0]),
+            "a pod survived on the most crowded node {}",
+            crowded[0]
+        );
+    }
+}
+
+/// Watches the pods of a namespace and records the extremes of (active, ready) pods.
+fn track(client: Client, ns: &str) -> (Arc<Mutex<(usize, usize)>>, tokio::task::JoinHandle<()>) {
+    let extremes = Arc::new(Mutex::new((0usize, usize::MAX)));
+    let out = extremes.clone();
+    let api: Api<Pod> = Api::namespaced(client, ns);
+    let handle = tokio::spawn(async move {
+        let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
+        let mut events = watcher(api, watcher::Config::default()).boxed();
+        while let Some(Ok(ev)) = events.next().await {
+            match ev {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    pods.insert(p.name_any(), p);
+                }
+                watcher::Event::Delete(p) => {
+                    pods.remove(&p.name_any());
+                }
+                _ => continue,
+            }
+            let total = pods.values().filter(|p| active(p)).count();
+            let avail = pods.values().filter(|p| active(p) && ready(p)).count();
+            let mut e = out.lock().expect("lock");
+            e.0 = e.0.max(total);
+            e.1 = e.1.min(avail);
+        }
+    });
+    (extremes, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_updates_respect_surge_and_unavailability_and_roll_back() {
+    let e = env(&[("node-a", "8"), ("node-b", "8"), ("node-c", "8")]).await;
+    e.namespace("roll").await;
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 10, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "busybox:1.35"}]}}}
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(e.client.clone(), "roll")
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create");
+    until(Duration::from_secs(60), "10 available", || {
+        rolled_out(&e, "roll", "web", 10)
+    })
+    .await;
+
+    for (image, surge, unavailable) in [("busybox:1.36", 1, 0), ("busybox:1.37", 3, 2)] {
+        if surge == 3 {
+            e.ok(&["patch", "deploy/web", "-n", "roll", "--type=merge", "-p", r#"{"spec":{"strategy":{"rollingUpdate":{"maxSurge":"25%","maxUnavailable":"25%"}}}}"#]);
+        }
+        let (extremes, watch) = track(e.client.clone(), "roll");
+        until(
+            Duration::from_secs(10),
+            "the watcher's initial list",
+            || async { extremes.lock().expect("lock").0 >= 10 },
+        )
+        .await;
+        *extremes.lock().expect("lock") = (0, usize::MAX);
+        e.ok(&[
+            "set",
+            "image",
+            "deploy/web",
+            &format!("web={image}"),
+            "-n",
+            "roll",
+        ]);
+        until(Duration::from_secs(90), "the rollout", || async {
+            if !rolled_out(&e, "roll", "web", 10).await {
+                return false;
+            }
+            let rss = e.replicasets("roll").await;
+            let image_of = |r: &ReplicaSet| {
+                r.spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .and_then(|t| t.spec.as_ref())
+                    .map(|s| s.containers[0].image.clone().unwrap_or_default())
+            };
+            rss.iter().all(|r| {
+                let n = r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                if image_of(r).as_deref() == Some(image) {
+                    n == 10
+                } else {
+                    n == 0
+                }
+            })
+        })
+        .await;
+        watch.abort();
+        let (max_total, min_avail) = *extremes.lock().expect("lock");
+        assert!(
+            max_total <= (10 + surge) as usize,
+            "{image}: {max_total} pods at once, surge {surge}"
+        );
+        assert!(
+            min_avail >= (10 - unavailable) as usize,
+            "{image}: only {min_avail} available, maxUnavailable {unavailable}"
+        );
+    }
+
+    let history = e.ok(&["rollout", "history", "deploy/web", "-n", "roll"]);
+    for rev in ["1", "2", "3"] {
+        assert!(
+            history.lines().any(|l| l.trim_start().starts_with(rev)),
+            "revision {rev} in {history}"
+        );
+    }
+    let image = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|s| s.containers[0].image.clone())
+            .unwrap_or_default()
+    };
+    e.ok(&["rollout", "undo", "deploy/web", "-n", "roll"]);
+    until(Duration::from_secs(60), "undo", || async {
+        image(&e.deployment("roll", "web").await) == "busybox:1.36"
+            && rolled_out(&e, "roll", "web", 10).await
+    })
+    .await;
+    e.ok(&[
+        "rollout",
+        "undo",
+        "deploy/web",
+        "-n",
+        "roll",
+        "--to-revision=1",
+    ]);
+    until(Duration::from_secs(60), "undo to revision 1", || async {
+        image(&e.deployment("roll", "web").await) == "busybox:1.35"
+            && rolled_out(&e, "roll", "web", 10).await
+    })
+    .await;
+    let out = e.ok(&[
+        "rollout",
+        "status",
+        "deploy/web",
+        "-n",
+        "roll",
+        "--timeout=30s",
+    ]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+
+    // Paused: a template change creates nothing; resumed: it rolls out.
+    e.ok(&["rollout", "pause", "deploy/web", "-n", "roll"]);
+    e.ok(&[
+        "set",
+        "image",
+        "deploy/web",
+        "web=busybox:1.38",
+        "-n",
+        "roll",
+    ]);
+    let rs_before = e.replicasets("roll").await.len();
+    until(
+        Duration::from_secs(10),
+        "the paused deployment observed",
+        || async {
+            let d = e.deployment("roll", "web").await;
+            d.status
+                .is_some_and(|s| s.observed_generation >= d.metadata.generation)
+        },
+    )
+    .await;
+    assert_eq!(
+        e.replicasets("roll").await.len(),
+        rs_before,
+        "no new ReplicaSet while paused"
+    );
+    e.ok(&["rollout", "resume", "deploy/web", "-n", "roll"]);
+    until(Duration::from_secs(90), "resumed rollout", || async {
+        image(&e.deployment("roll", "web").await) == "busybox:1.38"
+            && rolled_out(&e, "roll", "web", 10).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduling_respects_resources_selectors_taints_and_cordon() {
+    let e = env(&[("node-a", "2"), ("node-b", "2"), ("node-c", "2")]).await;
+    let pods: Api<Pod> = Api::namespaced(e.client.clone(), "default");
+    let pod = |name: &str, extra: serde_json::Value| -> Pod {
+        let mut spec = json!({"containers": [{"name": "c", "image": "busybox"}]});
+        if let (Some(s), Some(x)) = (spec.as_object_mut(), extra.as_object()) {
+            for (k, v) in x {
+                s.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("pod")
+    };
+    let node_of = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.get(name)
+                .await
+                .ok()
+                .and_then(|p| p.spec.and_then(|s| s.node_name))
+        }
+    };
+
+    let big = pod(
+        "big",
+        json!({"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "64"}}}]}),
+    );
+    pods.create(&PostParams::default(), &big)
+        .await
+        .expect("create");
+    until(Duration::from_secs(20), "Unschedulable", || async {
+        let p = pods.get("big").await.expect("pod");
+        p.status.and_then(|s| s.conditions).is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+                    && c.message.as_deref().is_some_and(|m| {
+                        m.starts_with("0/3 nodes are available: 3 Insufficient cpu.")
+                    })
+            })
+        })
+    })
+    .await;
+    e.nodes
+        .add("node-big", "128", &[("disk", "ssd")], json!([]))
+        .await;
+    until(
+        Duration::from_secs(20),
+        "big scheduled on the big node",
+        || async { node_of("big").await.as_deref() == Some("node-big") },
+    )
+    .await;
+
+    pods.create(
+        &PostParams::default(),
+        &pod("picky", json!({"nodeSelector": {"disk": "ssd"}})),
+    )
+    .await
+    .expect("create");
+    until(Duration::from_secs(20), "selector", || async {
+        node_of("picky").await.as_deref() == Some("node-big")
+    })
+    .await;
+
+    e.nodes
+        .add(
+            "node-tainted",
+            "64",
+            &[("zone", "t")],
+            json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]),
+        )
+        .await;
+    pods.create(
+        &PostParams::default(),
+        &pod("intolerant", json!({"nodeSelector": {"zone": "t"}})),
+    )
+    .await
+    .expect("create");
+    pods.create(
+        &PostParams::default(),
+        &pod("tolerant", json!({"nodeSelector": {"zone": "t"}, "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]})),
+    )
+    .await
+    .expect("create");
+    until(Duration::from_secs(20), "tolerant scheduled", || async {
+        node_of("tolerant").await.as_deref() == Some("node-tainted")
+    })
+    .await;
+    until(Duration::from_secs(20), "intolerant reported", || async {
+        pods.get("intolerant")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("untolerated taint {dedicated: db}"))
+                })
+            })
+    })
+    .await;
+    assert_eq!(node_of("intolerant").await, None);
+
+    e.ok(&["cordon", "node-a"]);
+    e.ok(&["cordon", "node-b"]);
+    e.ok(&["cordon", "node-big"]);
+    e.ok(&["cordon", "node-tainted"]);
+    for i in 0..3 {
+        pods.create(
+            &PostParams::default(),
+            &pod(&format!("after-cordon-{i}"), json!({})),
+        )
+        .await
+        .expect("create");
+    }
+    for i in 0..3 {
+        let name: &'static str = Box::leak(format!("after-cordon-{i}").into_boxed_str());
+        until(
+            Duration::from_secs(20),
+            "scheduled on the one schedulable node",
+            || async { node_of(name).await.as_deref() == Some("node-c") },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cascading_deletion_background_foreground_and_orphan() {
+    let e = env(&[("node-a", "4"), ("node-b", "4"), ("node-c", "4")]).await;
+    e.namespace("gc").await;
+    for name in ["bg", "fg", "orphan"] {
+        e.ok(&[
+            "create",
+            "deployment",
+            name,
+            "--image=busybox",
+            "--replicas=2",
+            "-n",
+            "gc",
+        ]);
+    }
+    for name in ["bg", "fg", "orphan"] {
+        until(Duration::from_secs(30), "rolled out", || {
+            rolled_out(&e, "gc", name, 2)
+        })
+        .await;
+    }
+    let owned_by = |pods: &[Pod], prefix: &str| {
+        pods.iter()
+            .filter(|p| p.name_any().starts_with(&format!("{prefix}-")))
+            .count()
+    };
+    e.ok(&["delete", "deploy", "bg", "-n", "gc", "--wait=false"]);
+    e.ok(&["delete", "deploy", "fg", "-n", "gc", "--cascade=foreground"]);
+    e.ok(&["delete", "deploy", "orphan", "-n", "gc", "--cascade=orphan"]);
+    until(
+        Duration::from_secs(30),
+        "background and foreground dependents gone",
+        || async {
+            let pods = e.pods("gc").await;
+            let rss = e.replicasets("gc").await;
+            owned_by(&pods, "bg") == 0
+                && owned_by(&pods, "fg") == 0
+                && rss.iter().all(|r| r.name_any().starts_with("orphan-"))
+        },
+    )
+    .await;
+    let rss = e.replicasets("gc").await;
+    assert_eq!(rss.len(), 1, "the orphaned ReplicaSet stays");
+    assert!(
+        rss[0]
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(|o| o.is_empty()),
+        "and has no owner"
+    );
+    assert_eq!(owned_by(&e.pods("gc").await, "orphan"), 2, "with its pods");
+}
