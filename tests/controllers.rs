@@ -31,8 +31,12 @@ struct Env {
 }
 
 async fn env(nodes: &[(&str, &str)]) -> Env {
-    let servers =
-        tokio::task::block_in_place(|| Servers::start(3, "[controllers]\nresync_seconds = 5\n"));
+    env_with(nodes, "").await
+}
+
+async fn env_with(nodes: &[(&str, &str)], controllers: &str) -> Env {
+    let config = format!("[controllers]\nresync_seconds = 5\n{controllers}");
+    let servers = tokio::task::block_in_place(|| Servers::start(3, &config));
     let client = servers.client(1);
     let fake = FakeNodes::start(client.clone()).await;
     for (name, cpu) in nodes {
@@ -576,4 +580,73 @@ async fn cascading_deletion_background_foreground_and_orphan() {
         "and has no owner"
     );
     assert_eq!(owned_by(&e.pods("gc").await, "orphan"), 2, "with its pods");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_is_tainted_and_its_pods_replaced_elsewhere() {
+    let e = env_with(
+        &[("node-a", "4"), ("node-b", "4"), ("node-c", "4")],
+        "node_monitor_grace_seconds = 3\ndefault_toleration_seconds = 2\n",
+    )
+    .await;
+    e.namespace("loss").await;
+    e.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=3",
+        "-n",
+        "loss",
+    ]);
+    until(Duration::from_secs(30), "rolled out", || {
+        rolled_out(&e, "loss", "web", 3)
+    })
+    .await;
+    let node = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default()
+    };
+    let victim = node(&e.pods("loss").await[0]);
+    e.nodes.set_down(&victim);
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(e.client.clone());
+    until(Duration::from_secs(30), "NotReady and tainted", || async {
+        let n = nodes.get(&victim).await.expect("node");
+        let unknown = n.status.and_then(|s| s.conditions).is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Ready" && c.status == "Unknown")
+        });
+        let tainted = n.spec.and_then(|s| s.taints).is_some_and(|ts| {
+            ts.iter()
+                .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute")
+        });
+        unknown && tainted
+    })
+    .await;
+    let out = e.ok(&["get", "node", &victim]);
+    assert!(out.contains("NotReady"), "{out}");
+    until(
+        Duration::from_secs(60),
+        "replacements on the other nodes",
+        || async {
+            let pods = e.pods("loss").await;
+            let running: Vec<&Pod> = pods.iter().filter(|p| active(p) && ready(p)).collect();
+            running.len() == 3 && running.iter().all(|p| node(p) != victim)
+        },
+    )
+    .await;
+    let evicted = e
+        .pods("loss")
+        .await
+        .into_iter()
+        .filter(|p| node(p) == victim)
+        .collect::<Vec<_>>();
+    assert!(
+        evicted
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some()),
+        "pods on the lost node are evicted"
+    );
 }

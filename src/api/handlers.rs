@@ -302,6 +302,9 @@ async fn list(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
 /// Defaults and validates `obj` for writing; returns warnings.
 pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
     defaults::apply(ctx.res().kind, obj);
+    if ctx.res().kind == "Pod" {
+        defaults::pod_tolerations(obj, ctx.state.toleration_seconds);
+    }
     validate::check(ctx.res(), obj, ctx.field_validation()?)
 }
 

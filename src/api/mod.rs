@@ -128,6 +128,7 @@ pub fn serve(
     store: StoreClient,
     health: Arc<Health>,
     registry: Registry,
+    toleration_seconds: u64,
 ) -> std::io::Result<actix_web::dev::Server> {
     let metrics = ApiMetrics::register(&registry)
         .map_err(|e| std::io::Error::other(format!("API metrics: {e}")))?;
@@ -136,6 +137,7 @@ pub fn serve(
         health,
         metrics,
         registry,
+        toleration_seconds,
     });
     let server = HttpServer::new(move || {
         App::new()

@@ -12,6 +12,8 @@ pub struct ApiState {
     pub health: Arc<Health>,
     pub metrics: ApiMetrics,
     pub registry: Registry,
+    /// tolerationSeconds of the not-ready/unreachable tolerations every pod gets.
+    pub toleration_seconds: u64,
 }
 
 #[derive(Clone)]

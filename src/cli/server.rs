@@ -118,7 +118,13 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             crate::metrics::serve(cfg.http_listen_addr, registry.clone(), replica.health())?;
         let handle = server.handle();
         actix::spawn(server);
-        let api = crate::api::serve(cfg.api_addr, replica.client(), replica.health(), registry)?;
+        let api = crate::api::serve(
+            cfg.api_addr,
+            replica.client(),
+            replica.health(),
+            registry,
+            cfg.controllers.default_toleration_seconds,
+        )?;
         let api_handle = api.handle();
         actix::spawn(api);
         actix::spawn(crate::api::bootstrap(replica.client()));
@@ -129,6 +135,9 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
                     api_url: cfg.local_api_url(),
                     workers: cfg.controllers.workers,
                     resync: std::time::Duration::from_secs(cfg.controllers.resync_seconds),
+                    node_grace: std::time::Duration::from_secs(
+                        cfg.controllers.node_monitor_grace_seconds,
+                    ),
                 },
             )
             .start()

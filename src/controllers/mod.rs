@@ -3,6 +3,7 @@
 
 mod deployment;
 mod gc;
+mod nodelifecycle;
 pub mod pods;
 mod replicaset;
 pub mod runtime;
@@ -25,6 +26,8 @@ pub struct ControllerOptions {
     pub api_url: String,
     pub workers: usize,
     pub resync: Duration,
+    /// A node silent for longer is NotReady and tainted unreachable.
+    pub node_grace: Duration,
 }
 
 /// Starts the controllers of one leadership term on their own arbiter.
@@ -55,6 +58,12 @@ fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
         let d = deployment::DeploymentController::new(shared.clone());
         let mut ctl = runtime::Controller::new(d.clone(), opts.workers, opts.resync);
         for s in d.sources() {
+            ctl = ctl.watch(s);
+        }
+        ctl.start();
+        let nl = nodelifecycle::NodeLifecycle::new(shared.clone(), opts.node_grace);
+        let mut ctl = runtime::Controller::new(nl.clone(), opts.workers, opts.resync);
+        for s in nl.sources() {
             ctl = ctl.watch(s);
         }
         ctl.start();

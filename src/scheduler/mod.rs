@@ -5,7 +5,7 @@
 
 pub mod algorithm;
 pub mod cache;
-mod filter;
+pub mod filter;
 pub mod resources;
 mod score;
 
