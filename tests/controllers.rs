@@ -650,3 +650,65 @@ async fn a_silent_node_is_tainted_and_its_pods_replaced_elsewhere() {
         "pods on the lost node are evicted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_endpoints_follow_ready_pods_with_named_ports() {
+    let e = env(&[("node-a", "4"), ("node-b", "4")]).await;
+    e.namespace("svc").await;
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "busybox", "ports": [{"name": "http", "containerPort": 8080}]}]}}}
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(e.client.clone(), "svc")
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create");
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}
+    }))
+    .expect("service");
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(e.client.clone(), "svc")
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("service");
+    let eps: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(e.client.clone(), "svc");
+    until(
+        Duration::from_secs(30),
+        "two ready endpoints on port 8080",
+        || async {
+            let Ok(ep) = eps.get("web").await else {
+                return false;
+            };
+            let subsets = ep.subsets.unwrap_or_default();
+            subsets.len() == 1
+                && subsets[0].addresses.as_ref().is_some_and(|a| a.len() == 2)
+                && subsets[0].ports.as_ref().is_some_and(|p| {
+                    p.len() == 1 && p[0].port == 8080 && p[0].name.as_deref() == Some("web")
+                })
+        },
+    )
+    .await;
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(e.client.clone(), "svc");
+    let slice = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+        .await
+        .expect("slices");
+    assert_eq!(slice.items.len(), 1);
+    assert_eq!(slice.items[0].endpoints.len(), 2);
+    e.ok(&["scale", "deploy/web", "--replicas=0", "-n", "svc"]);
+    until(Duration::from_secs(30), "no endpoints", || async {
+        eps.get("web").await.is_ok_and(|ep| {
+            ep.subsets
+                .unwrap_or_default()
+                .iter()
+                .all(|s| s.addresses.as_ref().is_none_or(|a| a.is_empty()))
+        })
+    })
+    .await;
+    let described = e.ok(&["describe", "svc", "web", "-n", "svc"]);
+    assert!(described.contains("Endpoints:"), "{described}");
+}

@@ -2,6 +2,7 @@
 //! that is the Raft leader (the controller manager starts and stops them with leadership).
 
 mod deployment;
+mod endpoints;
 mod gc;
 mod nodelifecycle;
 pub mod pods;
@@ -30,6 +31,18 @@ pub struct ControllerOptions {
     pub node_grace: Duration,
 }
 
+fn run<R: runtime::Reconciler>(
+    r: std::rc::Rc<R>,
+    sources: Vec<futures_util::stream::LocalBoxStream<'static, String>>,
+    opts: &ControllerOptions,
+) {
+    let mut ctl = runtime::Controller::new(r, opts.workers, opts.resync);
+    for s in sources {
+        ctl = ctl.watch(s);
+    }
+    ctl.start();
+}
+
 /// Starts the controllers of one leadership term on their own arbiter.
 fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
     arbiter.spawn(async move {
@@ -50,29 +63,15 @@ fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
         let shared = Shared::start(client);
         shared.ready().await;
         let rs = replicaset::ReplicaSetController::new(shared.clone());
-        let mut ctl = runtime::Controller::new(rs.clone(), opts.workers, opts.resync);
-        for s in rs.sources() {
-            ctl = ctl.watch(s);
-        }
-        ctl.start();
+        run(rs.clone(), rs.sources(), &opts);
         let d = deployment::DeploymentController::new(shared.clone());
-        let mut ctl = runtime::Controller::new(d.clone(), opts.workers, opts.resync);
-        for s in d.sources() {
-            ctl = ctl.watch(s);
-        }
-        ctl.start();
+        run(d.clone(), d.sources(), &opts);
         let nl = nodelifecycle::NodeLifecycle::new(shared.clone(), opts.node_grace);
-        let mut ctl = runtime::Controller::new(nl.clone(), opts.workers, opts.resync);
-        for s in nl.sources() {
-            ctl = ctl.watch(s);
-        }
-        ctl.start();
+        run(nl.clone(), nl.sources(), &opts);
+        let ep = endpoints::EndpointsController::new(shared.clone());
+        run(ep.clone(), ep.sources(), &opts);
         let gc = gc::GarbageCollector::new(shared.clone());
-        let mut ctl = runtime::Controller::new(gc.clone(), opts.workers, opts.resync);
-        for s in gc.sources() {
-            ctl = ctl.watch(s);
-        }
-        ctl.start();
+        run(gc.clone(), gc.sources(), &opts);
         crate::scheduler::Scheduler::new(shared.clone()).start();
         info!("controllers and scheduler started");
     })
