@@ -108,6 +108,14 @@ impl EndpointsController {
     }
 }
 
+/// Ready addresses, not-ready addresses and the ports they share: one Endpoints subset.
+#[derive(Default)]
+struct Subset {
+    ready: Vec<Value>,
+    not_ready: Vec<Value>,
+    ports: Vec<Value>,
+}
+
 fn selects(svc: &Service, labels: &BTreeMap<String, String>) -> bool {
     svc.spec
         .as_ref()
@@ -183,8 +191,7 @@ impl Reconciler for EndpointsController {
             let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
 
             // Endpoints: one subset per distinct set of resolved ports.
-            let mut subsets: BTreeMap<String, (Vec<Value>, Vec<Value>, Vec<Value>)> =
-                BTreeMap::new();
+            let mut subsets: BTreeMap<String, Subset> = BTreeMap::new();
             let mut slice_endpoints = Vec::new();
             let mut slice_ports: Option<Vec<Value>> = None;
             for p in &pods {
@@ -211,11 +218,14 @@ impl Reconciler for EndpointsController {
                 let ready = is_ready(p) || publish_not_ready;
                 let entry = subsets
                     .entry(serde_json::to_string(&resolved).unwrap_or_default())
-                    .or_insert_with(|| (Vec::new(), Vec::new(), resolved.clone()));
+                    .or_insert_with(|| Subset {
+                        ports: resolved.clone(),
+                        ..Default::default()
+                    });
                 if ready {
-                    entry.0.push(address);
+                    entry.ready.push(address);
                 } else {
-                    entry.1.push(address);
+                    entry.not_ready.push(address);
                 }
                 slice_ports.get_or_insert(resolved);
                 slice_endpoints.push(json!({
@@ -225,13 +235,13 @@ impl Reconciler for EndpointsController {
             }
             let subsets: Vec<Value> = subsets
                 .into_values()
-                .map(|(ready, not_ready, ports)| {
-                    let mut s = json!({"ports": ports});
-                    if !ready.is_empty() {
-                        s["addresses"] = json!(ready);
+                .map(|sub| {
+                    let mut s = json!({"ports": sub.ports});
+                    if !sub.ready.is_empty() {
+                        s["addresses"] = json!(sub.ready);
                     }
-                    if !not_ready.is_empty() {
-                        s["notReadyAddresses"] = json!(not_ready);
+                    if !sub.not_ready.is_empty() {
+                        s["notReadyAddresses"] = json!(sub.not_ready);
                     }
                     s
                 })
