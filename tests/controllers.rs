@@ -712,3 +712,123 @@ async fn service_endpoints_follow_ready_pods_with_named_ports() {
     let described = e.ok(&["describe", "svc", "web", "-n", "svc"]);
     assert!(described.contains("Endpoints:"), "{described}");
 }
+
+/// The replica whose API reports `skiff_raft_is_leader 1`.
+fn leader(s: &Servers) -> Option<usize> {
+    (0..s.nodes.len()).find(|&i| {
+        use std::io::{Read, Write};
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", s.nodes[i].api)) else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = write!(c, "GET /metrics HTTP/1.0\r\n\r\n");
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out.lines().any(|l| l == "skiff_raft_is_leader 1")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_completes_under_a_new_leader_without_duplicates() {
+    let mut servers =
+        tokio::task::block_in_place(|| Servers::start(3, "[controllers]\nresync_seconds = 5\n"));
+    let mut old = None;
+    until(Duration::from_secs(10), "a leader", || {
+        old = leader(&servers);
+        let found = old.is_some();
+        async move { found }
+    })
+    .await;
+    let old = old.expect("leader");
+    let follower = (old + 1) % 3;
+    let client = servers.client(follower);
+    let nodes = FakeNodes::start(client.clone()).await;
+    for n in ["node-a", "node-b", "node-c"] {
+        nodes.add(n, "8", &[], json!([])).await;
+    }
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "lead"}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "lead");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 10, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "busybox:1.35"}]}}}
+    }))
+    .expect("deployment");
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create");
+    let done = |image: &'static str| {
+        let deployments = deployments.clone();
+        async move {
+            let Ok(d) = deployments.get("web").await else {
+                return false;
+            };
+            let s = d.status.clone().unwrap_or_default();
+            let img = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|s| s.containers[0].image.clone());
+            img.as_deref() == Some(image)
+                && s.observed_generation >= d.metadata.generation
+                && s.updated_replicas == Some(10)
+                && s.available_replicas == Some(10)
+                && s.replicas == Some(10)
+        }
+    };
+    until(Duration::from_secs(60), "first rollout", || {
+        done("busybox:1.35")
+    })
+    .await;
+
+    let (extremes, watch) = track(client.clone(), "lead");
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "lead");
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "busybox:1.36"}]}}}});
+    deployments
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(patch),
+        )
+        .await
+        .expect("update image");
+    until(Duration::from_secs(60), "the rollout under way", || async {
+        rss.list(&ListParams::default()).await.is_ok_and(|l| {
+            l.items.iter().any(|r| {
+                let img = r
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .and_then(|t| t.spec.as_ref())
+                    .and_then(|s| s.containers[0].image.clone());
+                img.as_deref() == Some("busybox:1.36")
+                    && r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0) >= 3
+            })
+        })
+    })
+    .await;
+    tokio::task::block_in_place(|| servers.kill(old));
+    until(
+        Duration::from_secs(90),
+        "the rollout finished by the new leader",
+        || done("busybox:1.36"),
+    )
+    .await;
+    watch.abort();
+    let all = rss.list(&ListParams::default()).await.expect("rs").items;
+    assert_eq!(
+        all.len(),
+        2,
+        "one ReplicaSet per template, no duplicate: {:?}",
+        all.iter().map(|r| r.name_any()).collect::<Vec<_>>()
+    );
+    let (max_total, _) = *extremes.lock().expect("lock");
+    assert!(max_total <= 11, "{max_total} pods at once with maxSurge 1");
+    assert_ne!(leader(&servers), Some(old));
+}
