@@ -103,14 +103,31 @@ impl Ctx<'_> {
 
     /// The stored object, or 404.
     pub async fn load(&self) -> Result<(Value, KeyValue), ApiError> {
+        self.load_with(self.consistency()).await
+    }
+
+    async fn load_with(&self, consistency: Consistency) -> Result<(Value, KeyValue), ApiError> {
         let kv = self
             .state
             .store
-            .get(&self.key(), self.consistency())
+            .get(&self.key(), consistency)
             .await
             .map_err(|e| self.store_err(e))?
             .ok_or_else(|| ApiError::not_found(subject(self.res(), self.name())))?;
         Ok((object::from_kv(&kv)?, kv))
+    }
+
+    /// The object to base a conditional write on. The first try reads this replica without a
+    /// ReadIndex round: the write is conditional on the read's revision, so a stale read only
+    /// costs a conflict and a second, linearizable try. Missing locally is asked again.
+    pub async fn load_for_write(&self, attempt: usize) -> Result<(Value, KeyValue), ApiError> {
+        if attempt == 0 {
+            match self.load_with(Consistency::Local).await {
+                Err(ApiError::NotFound { .. }) => {}
+                other => return other,
+            }
+        }
+        self.load_with(Consistency::Linearizable).await
     }
 
     fn field_validation(&self) -> Result<FieldValidation, ApiError> {
@@ -386,12 +403,15 @@ pub async fn guaranteed_update<F>(
 where
     F: FnMut(&Value) -> Result<(Value, bool), ApiError>,
 {
-    for _ in 0..WRITE_ATTEMPTS {
-        let (old, kv) = ctx.load().await?;
+    for attempt in 0..WRITE_ATTEMPTS {
+        let (old, kv) = ctx.load_for_write(attempt).await?;
         let (mut new, precondition) = change(&old)?;
         if precondition {
             if let Some(rv) = object::client_rv(&new)? {
                 if rv != kv.mod_revision {
+                    if attempt == 0 {
+                        continue; // maybe only this replica's read was behind
+                    }
                     return Err(ApiError::conflict(subject(ctx.res(), ctx.name())));
                 }
             }
@@ -403,7 +423,7 @@ where
             admit(ctx, &mut new)?
         };
         match store_update(ctx, new, kv.mod_revision).await {
-            Err(ApiError::Conflict { .. }) if !precondition => continue,
+            Err(ApiError::Conflict { .. }) if !precondition || attempt == 0 => continue,
             other => return other.map(|obj| (obj, warnings)),
         }
     }

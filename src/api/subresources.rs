@@ -189,8 +189,8 @@ async fn bind(ctx: &Ctx<'_>, binding: &Value) -> Result<HttpResponse, ApiError> 
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
         .filter(|u| !u.is_empty());
-    for _ in 0..8 {
-        let (mut pod, kv) = ctx.load().await?;
+    for attempt in 0..8 {
+        let (mut pod, kv) = ctx.load_for_write(attempt).await?;
         if want_uid.is_some_and(|u| pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(u))
         {
             return Err(conflict("the pod was replaced".into()));

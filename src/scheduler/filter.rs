@@ -1,7 +1,5 @@
 //! Filters: can this pod run on this node? Each failing filter gives upstream's reason text.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Taint, Toleration};
 
 use super::cache::{NodeInfo, PodFacts, Usage};
@@ -142,9 +140,10 @@ fn matches_affinity(pod: &Pod, node: &NodeInfo) -> bool {
     let Some(spec) = pod.spec.as_ref() else {
         return true;
     };
-    let selector: BTreeMap<String, String> = spec.node_selector.clone().unwrap_or_default();
-    if !selector.iter().all(|(k, v)| node.labels.get(k) == Some(v)) {
-        return false;
+    if let Some(selector) = &spec.node_selector {
+        if !selector.iter().all(|(k, v)| node.labels.get(k) == Some(v)) {
+            return false;
+        }
     }
     let required = spec
         .affinity
@@ -157,7 +156,7 @@ fn matches_affinity(pod: &Pod, node: &NodeInfo) -> bool {
     let Some(required) = required else {
         return true;
     };
-    let name = node.name.clone();
+    let name = &node.name;
     required.node_selector_terms.iter().any(|term| {
         let exprs = term
             .match_expressions
@@ -168,7 +167,7 @@ fn matches_affinity(pod: &Pod, node: &NodeInfo) -> bool {
             .match_fields
             .iter()
             .flatten()
-            .all(|r| r.key == "metadata.name" && requirement(r, Some(&name)));
+            .all(|r| r.key == "metadata.name" && requirement(r, Some(name)));
         let empty = term.match_expressions.as_ref().is_none_or(|e| e.is_empty())
             && term.match_fields.as_ref().is_none_or(|f| f.is_empty());
         !empty && exprs && fields
