@@ -351,7 +351,8 @@ impl Config {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// A DNS-1123 label: lower case alphanumerics and '-', at most 63, alphanumeric at the ends.
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()

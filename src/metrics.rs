@@ -30,18 +30,24 @@ async fn metrics(state: web::Data<State>) -> HttpResponse {
         .body(render(&state.registry))
 }
 
-async fn live() -> HttpResponse {
+/// `/healthz`, `/livez`: the process answers.
+pub async fn live() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-async fn ready(state: web::Data<State>) -> HttpResponse {
-    if state.health.ready() {
+/// `/readyz`: this replica knows a leader and has applied what it knows committed.
+pub fn readiness(health: &Health) -> HttpResponse {
+    if health.ready() {
         HttpResponse::Ok().content_type("text/plain").body("ok")
     } else {
         HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body("store: no leader known, or not caught up with the commit index")
     }
+}
+
+async fn ready(state: web::Data<State>) -> HttpResponse {
+    readiness(&state.health)
 }
 
 /// Binds and returns the server (not yet polled: spawn or await it).

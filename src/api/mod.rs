@@ -98,18 +98,8 @@ async fn openapi_v2() -> HttpResponse {
         .finish()
 }
 
-async fn live() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok")
-}
-
 async fn ready(state: web::Data<ApiState>) -> HttpResponse {
-    if state.health.ready() {
-        HttpResponse::Ok().content_type("text/plain").body("ok")
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body("store: no leader known, or not caught up with the commit index")
-    }
+    crate::metrics::readiness(&state.health)
 }
 
 async fn metrics_text(state: web::Data<ApiState>) -> HttpResponse {
@@ -143,8 +133,8 @@ pub fn serve(
         App::new()
             .app_data(state.clone())
             .route("/version", web::get().to(version))
-            .route("/healthz", web::get().to(live))
-            .route("/livez", web::get().to(live))
+            .route("/healthz", web::get().to(crate::metrics::live))
+            .route("/livez", web::get().to(crate::metrics::live))
             .route("/readyz", web::get().to(ready))
             .route("/metrics", web::get().to(metrics_text))
             .route("/openapi/v2", web::get().to(openapi_v2))
