@@ -48,21 +48,19 @@ pub fn feasible_to_find(nodes: usize) -> usize {
 }
 
 pub fn schedule(cache: &mut Cache, pod: &Pod, facts: &PodFacts) -> Result<String, FitError> {
-    let n = cache.order.len();
+    let n = cache.slots.len();
     let want = feasible_to_find(n);
-    let mut feasible: Vec<&str> = Vec::with_capacity(want.min(n));
+    let mut feasible: Vec<usize> = Vec::with_capacity(want.min(n));
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let start = if n == 0 { 0 } else { cache.next_start % n };
     let mut processed = 0;
     for i in 0..n {
-        let name = &cache.order[(start + i) % n];
+        let idx = (start + i) % n;
         processed += 1;
-        let Some(node) = cache.nodes.get(name) else {
-            continue;
-        };
-        match filter::fits(pod, facts, node, cache.usage.get(name)) {
+        let slot = &cache.slots[idx];
+        match filter::fits(pod, facts, &slot.info, &slot.usage) {
             Ok(()) => {
-                feasible.push(name);
+                feasible.push(idx);
                 if feasible.len() >= want {
                     break;
                 }
@@ -74,42 +72,36 @@ pub fn schedule(cache: &mut Cache, pod: &Pod, facts: &PodFacts) -> Result<String
             }
         }
     }
+    cache.next_start = start + processed;
     if feasible.is_empty() {
-        cache.next_start = start + processed;
         return Err(FitError { nodes: n, reasons });
     }
     let max_owner = facts
         .owner
-        .as_ref()
         .map(|o| {
             feasible
                 .iter()
-                .filter_map(|f| cache.usage.get(*f).and_then(|u| u.owners.get(o)))
-                .copied()
+                .map(|&i| cache.slots[i].usage.owner_pods(o))
                 .max()
                 .unwrap_or(0)
         })
         .unwrap_or(0);
     let mut rng = rand::thread_rng();
-    let (mut best, mut best_score, mut ties) = ("", f64::MIN, 0u32);
-    for name in &feasible {
-        let Some(node) = cache.nodes.get(*name) else {
-            continue;
-        };
-        let s = score::score(facts, node, cache.usage.get(*name), max_owner);
+    let (mut best, mut best_score, mut ties) = (feasible[0], f64::MIN, 0u32);
+    for &i in &feasible {
+        let slot = &cache.slots[i];
+        let s = score::score(facts, &slot.info, &slot.usage, max_owner);
         if s > best_score + 1e-9 {
-            (best, best_score, ties) = (name, s, 1);
+            (best, best_score, ties) = (i, s, 1);
         } else if (s - best_score).abs() <= 1e-9 {
             // Reservoir choice among equal scores.
             ties += 1;
             if rng.gen_range(0..ties) == 0 {
-                best = name;
+                best = i;
             }
         }
     }
-    let best = best.to_string();
-    cache.next_start = start + processed;
-    Ok(best)
+    Ok(cache.slots[best].info.name.clone())
 }
 
 #[cfg(test)]
@@ -164,10 +156,10 @@ mod tests {
         for n in ["a", "b", "c"] {
             c.upsert_node(&node(n, "4", json!({}), json!([])));
         }
-        let mut facts = PodFacts::of(&pod(
+        let facts = PodFacts::of(&pod(
             json!({"containers": [{"name": "x", "resources": {"requests": {"cpu": "1"}}}]}),
-        ));
-        facts.owner = Some("rs".into());
+        ))
+        .with_owner("rs");
         let p = pod(json!({"containers": [{"name": "x"}]}));
         let mut used = std::collections::HashSet::new();
         for i in 0..3 {

@@ -60,8 +60,17 @@ pub struct Usage {
     pub requested: Resources,
     pub pods: i64,
     pub host_ports: HashMap<(String, i32), u32>,
-    /// Pods per controlling owner (uid), for spreading.
-    pub owners: HashMap<String, u32>,
+    /// Pods per controlling owner (hashed uid): a short list, scanned, not hashed.
+    pub owners: Vec<(u64, u32)>,
+}
+
+impl Usage {
+    pub fn owner_pods(&self, owner: u64) -> u32 {
+        self.owners
+            .iter()
+            .find(|(o, _)| *o == owner)
+            .map_or(0, |(_, n)| *n)
+    }
 }
 
 /// What the scheduler needs to know of one pod.
@@ -69,7 +78,14 @@ pub struct Usage {
 pub struct PodFacts {
     pub requests: Resources,
     pub host_ports: Vec<(String, i32)>,
-    pub owner: Option<String>,
+    pub owner: Option<u64>,
+}
+
+fn owner_id(uid: &str) -> u64 {
+    // FNV-1a: stable and cheap; a collision only merges two owners' spreading counts.
+    uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl PodFacts {
@@ -85,8 +101,13 @@ impl PodFacts {
         PodFacts {
             requests: resources::pod_requests(p),
             host_ports,
-            owner: crate::controllers::pods::controller_of(&p.metadata).map(|o| o.uid.clone()),
+            owner: crate::controllers::pods::controller_of(&p.metadata).map(|o| owner_id(&o.uid)),
         }
+    }
+
+    pub fn with_owner(mut self, uid: &str) -> Self {
+        self.owner = Some(owner_id(uid));
+        self
     }
 }
 
@@ -95,40 +116,74 @@ struct Placed {
     facts: PodFacts,
 }
 
+/// A node and what runs on it.
+pub struct Slot {
+    pub info: Arc<NodeInfo>,
+    pub usage: Usage,
+}
+
+/// Nodes live in a vector, so a decision scans them without hashing names.
 #[derive(Default)]
 pub struct Cache {
-    pub nodes: HashMap<String, Arc<NodeInfo>>,
-    /// Node names in a stable order, for round-robin sampling.
-    pub order: Vec<String>,
-    pub usage: HashMap<String, Usage>,
+    pub slots: Vec<Slot>,
+    index: HashMap<String, usize>,
+    /// Usage of pods bound to nodes not (yet) known.
+    unknown: HashMap<String, Usage>,
     placed: HashMap<String, Placed>,
     pub next_start: usize,
 }
 
 impl Cache {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     pub fn upsert_node(&mut self, n: &Node) {
-        let info = NodeInfo::from_node(n);
-        if !self.nodes.contains_key(&info.name) {
-            self.order.push(info.name.clone());
+        let info = Arc::new(NodeInfo::from_node(n));
+        match self.index.get(&info.name) {
+            Some(&i) => self.slots[i].info = info,
+            None => {
+                let usage = self.unknown.remove(&info.name).unwrap_or_default();
+                self.index.insert(info.name.clone(), self.slots.len());
+                self.slots.push(Slot { info, usage });
+            }
         }
-        self.nodes.insert(info.name.clone(), Arc::new(info));
     }
 
     pub fn remove_node(&mut self, name: &str) {
-        if self.nodes.remove(name).is_some() {
-            self.order.retain(|n| n != name);
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        let slot = self.slots.swap_remove(i);
+        if let Some(moved) = self.slots.get(i) {
+            self.index.insert(moved.info.name.clone(), i);
+        }
+        self.unknown.insert(name.to_string(), slot.usage);
+    }
+
+    fn usage_mut(&mut self, node: &str) -> &mut Usage {
+        match self.index.get(node) {
+            Some(&i) => &mut self.slots[i].usage,
+            None => self.unknown.entry(node.to_string()).or_default(),
         }
     }
 
     fn add(&mut self, uid: &str, node: &str, facts: PodFacts) {
-        let u = self.usage.entry(node.to_string()).or_default();
+        let u = self.usage_mut(node);
         u.requested += facts.requests;
         u.pods += 1;
         for hp in &facts.host_ports {
             *u.host_ports.entry(hp.clone()).or_default() += 1;
         }
-        if let Some(o) = &facts.owner {
-            *u.owners.entry(o.clone()).or_default() += 1;
+        if let Some(o) = facts.owner {
+            match u.owners.iter_mut().find(|(x, _)| *x == o) {
+                Some((_, n)) => *n += 1,
+                None => u.owners.push((o, 1)),
+            }
         }
         self.placed.insert(
             uid.to_string(),
@@ -143,22 +198,22 @@ impl Cache {
         let Some(p) = self.placed.remove(uid) else {
             return;
         };
-        if let Some(u) = self.usage.get_mut(&p.node) {
-            u.requested -= p.facts.requests;
-            u.pods -= 1;
-            for hp in &p.facts.host_ports {
-                if let Some(c) = u.host_ports.get_mut(hp) {
-                    *c -= 1;
-                    if *c == 0 {
-                        u.host_ports.remove(hp);
-                    }
+        let u = self.usage_mut(&p.node);
+        u.requested -= p.facts.requests;
+        u.pods -= 1;
+        for hp in &p.facts.host_ports {
+            if let Some(c) = u.host_ports.get_mut(hp) {
+                *c -= 1;
+                if *c == 0 {
+                    u.host_ports.remove(hp);
                 }
             }
-            if let Some(o) = &p.facts.owner {
-                if let Some(c) = u.owners.get_mut(o) {
-                    *c = c.saturating_sub(1);
-                }
+        }
+        if let Some(o) = p.facts.owner {
+            if let Some((_, n)) = u.owners.iter_mut().find(|(x, _)| *x == o) {
+                *n = n.saturating_sub(1);
             }
+            u.owners.retain(|(_, n)| *n > 0);
         }
     }
 

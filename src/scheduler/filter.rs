@@ -9,7 +9,7 @@ pub fn fits(
     pod: &Pod,
     facts: &PodFacts,
     node: &NodeInfo,
-    usage: Option<&Usage>,
+    usage: &Usage,
 ) -> Result<(), Vec<String>> {
     if node.unschedulable && !tolerates(pod, &unschedulable_taint()) {
         return Err(vec!["node(s) were unschedulable".into()]);
@@ -52,8 +52,6 @@ pub fn fits(
             "node(s) didn't match Pod's node affinity/selector".into()
         ]);
     }
-    let empty = Usage::default();
-    let usage = usage.unwrap_or(&empty);
     if facts
         .host_ports
         .iter()

@@ -253,7 +253,7 @@ impl Actor for Scheduler {
             self.enqueue(k, ctx);
         }
         ctx.run_interval(RETRY_UNSCHEDULABLE, |act, ctx| act.retry_unschedulable(ctx));
-        info!(nodes = self.cache.order.len(), "scheduler started");
+        info!(nodes = self.cache.len(), "scheduler started");
     }
 }
 

@@ -11,9 +11,7 @@ fn fraction(used: i64, alloc: i64) -> f64 {
     }
 }
 
-pub fn score(facts: &PodFacts, node: &NodeInfo, usage: Option<&Usage>, max_owner_pods: u32) -> f64 {
-    let empty = Usage::default();
-    let u = usage.unwrap_or(&empty);
+pub fn score(facts: &PodFacts, node: &NodeInfo, u: &Usage, max_owner_pods: u32) -> f64 {
     let cpu = fraction(
         u.requested.milli_cpu + facts.requests.milli_cpu,
         node.allocatable.milli_cpu,
@@ -24,12 +22,7 @@ pub fn score(facts: &PodFacts, node: &NodeInfo, usage: Option<&Usage>, max_owner
     );
     let least_allocated = ((1.0 - cpu) + (1.0 - mem)) * 50.0;
     let balanced = (1.0 - (cpu - mem).abs()) * 100.0;
-    let same_owner = facts
-        .owner
-        .as_ref()
-        .and_then(|o| u.owners.get(o))
-        .copied()
-        .unwrap_or(0);
+    let same_owner = facts.owner.map_or(0, |o| u.owner_pods(o));
     let spread = if max_owner_pods == 0 {
         100.0
     } else {

@@ -2,8 +2,9 @@
 //! queue; up to `workers` level-triggered reconciles run at once, never two for one key;
 //! a failed reconcile is retried with per-key back-off, a reconcile may ask to run again later.
 
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
@@ -31,9 +32,15 @@ pub trait Reconciler: 'static {
     fn reconcile(self: Rc<Self>, key: String) -> LocalBoxFuture<'static, ReconcileResult>;
 }
 
+/// How often delayed keys are checked. One timer for all of them: actix polls every timer
+/// of an actor on each wake-up, so a timer per requeue would make busy controllers quadratic.
+const DELAY_TICK: Duration = Duration::from_millis(100);
+
 pub struct Controller<R: Reconciler> {
     r: Rc<R>,
     queue: WorkQueue,
+    /// Keys to reconcile again at a time (the earliest asked for wins).
+    delayed: HashMap<String, Instant>,
     workers: usize,
     running: usize,
     resync: Duration,
@@ -45,6 +52,7 @@ impl<R: Reconciler> Controller<R> {
         Controller {
             r,
             queue: WorkQueue::default(),
+            delayed: HashMap::new(),
             workers: workers.max(1),
             running: 0,
             resync,
@@ -63,6 +71,29 @@ impl<R: Reconciler> Controller<R> {
         self.pump(ctx);
     }
 
+    fn enqueue_after(&mut self, key: String, after: Duration) {
+        let due = Instant::now() + after;
+        let at = self.delayed.entry(key).or_insert(due);
+        if due < *at {
+            *at = due;
+        }
+    }
+
+    fn release_due(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .delayed
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.delayed.remove(&key);
+            self.queue.add(key);
+        }
+        self.pump(ctx);
+    }
+
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while self.running < self.workers {
             let Some(key) = self.queue.next() else { return };
@@ -75,7 +106,7 @@ impl<R: Reconciler> Controller<R> {
                     Ok(None) => act.queue.forget(&key),
                     Ok(Some(after)) => {
                         act.queue.forget(&key);
-                        ctx.run_later(after, move |act, ctx| act.enqueue(key, ctx));
+                        act.enqueue_after(key, after);
                     }
                     Err(e) => {
                         let after = act.queue.backoff(&key);
@@ -84,7 +115,7 @@ impl<R: Reconciler> Controller<R> {
                         } else {
                             warn!(controller = act.r.name(), %key, "reconcile failed (retry in {after:?}): {e}");
                         }
-                        ctx.run_later(after, move |act, ctx| act.enqueue(key, ctx));
+                        act.enqueue_after(key, after);
                     }
                 }
                 act.pump(ctx);
@@ -104,6 +135,7 @@ impl<R: Reconciler> Actor for Controller<R> {
             self.queue.add(key);
         }
         self.pump(ctx);
+        ctx.run_interval(DELAY_TICK, |act, ctx| act.release_due(ctx));
         ctx.run_interval(self.resync, |act, ctx| {
             for key in act.r.keys() {
                 act.queue.add(key);
