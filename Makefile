@@ -27,7 +27,7 @@ lab: build
 	@echo "skiff: API http://127.0.0.1:6443 (in another shell: export KUBECONFIG=$(CURDIR)/$(LAB_DIR)/kubeconfig; kubectl get ns)"
 	@echo "skiff: health http://127.0.0.1:9101/readyz, metrics http://127.0.0.1:9101/metrics, data in $(LAB_DIR)/n1"
 	./target/release/skiff server --node-name n1 --data-dir $(LAB_DIR)/n1 \
-		--peer-listen-addr 127.0.0.1:2380 --http-listen-addr 127.0.0.1:9101 --api-addr 127.0.0.1:6443
+		--peer-listen-addr 127.0.0.1:2380 --http-listen-addr 127.0.0.1:9101 --api-addr 127.0.0.1:6443 --set node.enabled=false
 
 bench: deps
 	$(CARGO) bench --locked --bench store

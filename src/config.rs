@@ -53,6 +53,7 @@ pub struct Config {
     pub raft: RaftConfig,
     pub store: StoreConfig,
     pub controllers: ControllersConfig,
+    pub node: crate::node::NodeConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -126,6 +127,7 @@ impl Default for Config {
             raft: RaftConfig::default(),
             store: StoreConfig::default(),
             controllers: ControllersConfig::default(),
+            node: crate::node::NodeConfig::default(),
         }
     }
 }
@@ -340,6 +342,15 @@ impl Config {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         format!("http://{addr}")
+    }
+
+    /// The node agent's state directory (`node.state_dir`, default `<data_dir>/node`).
+    pub fn node_state_dir(&self) -> PathBuf {
+        if self.node.state_dir.is_empty() {
+            self.data_dir.join("node")
+        } else {
+            PathBuf::from(&self.node.state_dir)
+        }
     }
 
     pub fn tick(&self) -> Duration {

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod controllers;
 pub mod metrics;
+pub mod node;
 pub mod scheduler;
 pub mod store;
 

@@ -85,7 +85,13 @@ pub fn ready(port: u16) -> bool {
 
 impl Servers {
     /// Starts `n` servers forming one cluster; `extra` is appended to every config file.
+    /// Without a `[node]` table in `extra` the node agent is off (no pods, no host changes).
     pub fn start(n: usize, extra: &str) -> Self {
+        let node_off = if extra.contains("[node]") {
+            ""
+        } else {
+            "node.enabled = false\n"
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(3 * n);
         let members: Vec<String> = (0..n)
@@ -96,7 +102,7 @@ impl Servers {
             let name = format!("n{}", i + 1);
             let config = dir.path().join(format!("{name}.toml"));
             let text = format!(
-                "node_name = \"{name}\"\ndata_dir = \"{data}\"\ninitial_cluster = [{members}]\npeer_listen_addr = \"127.0.0.1:{peer}\"\nhttp_listen_addr = \"127.0.0.1:{http}\"\napi_addr = \"127.0.0.1:{api}\"\n{extra}\n",
+                "{node_off}node_name = \"{name}\"\ndata_dir = \"{data}\"\ninitial_cluster = [{members}]\npeer_listen_addr = \"127.0.0.1:{peer}\"\nhttp_listen_addr = \"127.0.0.1:{http}\"\napi_addr = \"127.0.0.1:{api}\"\n{extra}\n",
                 data = dir.path().join(&name).display(),
                 members = members.join(", "),
                 peer = ports[3 * i],

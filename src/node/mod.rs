@@ -1,0 +1,8 @@
+//! The node agent: the `Kubelet` actor and the container runtime it drives.
+
+pub mod config;
+pub mod image;
+pub mod layout;
+
+pub use config::NodeConfig;
+pub use layout::{ContainerRecord, NodeDirs, PodRecord};
