@@ -38,7 +38,7 @@ fn whiteout(path: &Path) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::other(e.to_string()))?;
     // SAFETY: a valid NUL-terminated path; mknod only reads it.
-    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o000, 0) };
+    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
