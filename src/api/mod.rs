@@ -3,6 +3,7 @@
 mod body;
 mod defaults;
 mod discovery;
+pub use discovery::{KUBE_MAJOR, KUBE_MINOR};
 mod handlers;
 mod namespaces;
 mod object;

@@ -28,8 +28,44 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Print a kubeconfig for a server's API (its `api_addr`, or `--server URL`).
     Kubeconfig(KubeconfigArgs),
+    /// Run a node without control plane: the node agent, against a server's API.
+    Agent(Box<AgentArgs>),
     /// Print the version.
     Version,
+    /// (internal) The per-container shim started by the node agent.
+    #[command(hide = true)]
+    Shim(ShimArgs),
+}
+
+#[derive(Args)]
+pub struct ShimArgs {
+    #[arg(long)]
+    pub runtime: PathBuf,
+    #[arg(long)]
+    pub root: PathBuf,
+    #[arg(long)]
+    pub id: String,
+    #[arg(long)]
+    pub bundle: PathBuf,
+    #[arg(long)]
+    pub log: PathBuf,
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// API server URL, e.g. http://10.0.0.1:6443.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// TOML config file (default: /etc/skiff/config.toml if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub node_name: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// Any config key, e.g. `--set node.pod_cidr=10.244.3.0/24` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(Args)]
@@ -96,6 +132,8 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error("store replica stopped with exit code {0} (see the log above)")]
     ReplicaExited(i32),
+    #[error("node agent: {0}")]
+    Node(#[from] crate::node::NodeError),
 }
 
 /// A kubeconfig for one API server.
@@ -118,6 +156,8 @@ fn kubeconfig(args: &KubeconfigArgs) -> Result<String, CliError> {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    // One TLS crypto provider for the process (kube and oci-client would panic on none).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -131,6 +171,16 @@ pub fn main() -> i32 {
             Ok(())
         }
         Command::Server(args) => server::run(*args),
+        Command::Agent(args) => server::run_agent(*args),
+        Command::Shim(a) => {
+            return crate::node::runtime::shim::run(crate::node::runtime::shim::ShimArgs {
+                runtime: a.runtime,
+                root: a.root,
+                id: a.id,
+                bundle: a.bundle,
+                log: a.log,
+            })
+        }
         Command::Kubeconfig(args) => kubeconfig(&args).map(|text| print!("{text}")),
     };
     match result {

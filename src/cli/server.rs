@@ -112,6 +112,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         api = %cfg.api_addr,
         "skiff server started"
     );
+    let registry_for_node = registry.clone();
     let sys = actix::System::new();
     let result = sys.block_on(async {
         let server =
@@ -142,6 +143,15 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             )
             .start()
         });
+        let _kubelet = if cfg.node.enabled {
+            Some(crate::node::start(
+                &cfg,
+                &cfg.local_api_url(),
+                &registry_for_node,
+            )?)
+        } else {
+            None
+        };
         let outcome = tokio::select! {
             code = replica.exited() => Err(CliError::ReplicaExited(code)),
             _ = shutdown_signal() => Ok(()),
@@ -168,4 +178,42 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// `skiff agent`: only the node agent (and its metrics), against a server's API.
+pub fn run_agent(args: super::AgentArgs) -> Result<(), CliError> {
+    let mut flags: Vec<(String, Value)> = Vec::new();
+    if let Some(n) = &args.node_name {
+        flags.push(("node_name".into(), Value::from(n.as_str())));
+    }
+    if let Some(d) = &args.data_dir {
+        flags.push(("data_dir".into(), Value::from(d.as_str())));
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| crate::config::ConfigError::Invalid {
+                key: kv.clone(),
+                reason: "--set takes KEY=VALUE".into(),
+            })?;
+        flags.push((k.trim().into(), Value::from(v)));
+    }
+    let cfg = Config::load(args.config.as_deref(), &flags)?;
+    init_logging();
+    let registry = Registry::new();
+    let sys = actix::System::new();
+    sys.block_on(async {
+        let server = crate::metrics::serve(
+            cfg.http_listen_addr,
+            registry.clone(),
+            std::sync::Arc::new(crate::store::Health::always_ready()),
+        )?;
+        let handle = server.handle();
+        actix::spawn(server);
+        let _kubelet = crate::node::start(&cfg, &args.server, &registry)?;
+        info!(node = %cfg.node_name, server = %args.server, "skiff agent started");
+        shutdown_signal().await;
+        handle.stop(true).await;
+        Ok(())
+    })
 }

@@ -1,8 +1,182 @@
-//! The node agent: the `Kubelet` actor and the container runtime it drives.
+//! The node agent: the `Kubelet` actor, which registers the Node, heartbeats its Lease and
+//! runs the pods bound to it (one worker task per pod), and the container runtime it drives.
 
+pub mod agent;
 pub mod config;
 pub mod image;
 pub mod layout;
+pub mod metrics;
+pub mod registration;
+pub mod runtime;
+pub mod sandbox;
+pub mod worker;
 
+use std::sync::Arc;
+
+use kube::Client;
+use thiserror::Error;
+
+pub use agent::Kubelet;
 pub use config::NodeConfig;
 pub use layout::{ContainerRecord, NodeDirs, PodRecord};
+
+use image::{ImageError, ImageRecord, ImageStore};
+use metrics::KubeletMetrics;
+use runtime::{Runtime, RuntimeError};
+use sandbox::{SandboxError, Sandboxes};
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("API: {0}")]
+    Api(#[from] kube::Error),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A configuration problem of the pod (missing ConfigMap key, no command, ...).
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Pod(String),
+    #[error("decoding: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// What every pod worker shares.
+pub struct NodeContext {
+    pub client: Client,
+    pub node_name: String,
+    pub host_ip: String,
+    pub dirs: NodeDirs,
+    pub runtime: Runtime,
+    pub sandboxes: Sandboxes,
+    pub images: Arc<ImageStore>,
+    /// One pull at a time: two pods of one image pull it once.
+    pulls: tokio::sync::Mutex<()>,
+    pub metrics: KubeletMetrics,
+    pub dns_servers: Vec<String>,
+}
+
+/// imagePullPolicy default, as upstream: Always for `:latest` or no tag, else IfNotPresent.
+fn default_policy(reference: &str) -> &'static str {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    if reference.contains('@') {
+        return "IfNotPresent";
+    }
+    match last.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+impl NodeContext {
+    /// The image of a container by pull policy, or (reason, message) for its waiting state.
+    pub async fn ensure_image(
+        &self,
+        reference: &str,
+        policy: Option<&str>,
+    ) -> Result<ImageRecord, (String, String)> {
+        if reference.is_empty() {
+            return Err((
+                "InvalidImageName".into(),
+                "the container has no image".into(),
+            ));
+        }
+        let policy = policy.unwrap_or_else(|| default_policy(reference));
+        let local = self.images.get(reference);
+        match (policy, local) {
+            ("Never", Some(img)) | ("IfNotPresent", Some(img)) => return Ok(img),
+            ("Never", None) => {
+                return Err((
+                    "ErrImageNeverPull".into(),
+                    format!(
+                        "Container image {reference:?} is not present with pull policy of Never"
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        let _one = self.pulls.lock().await;
+        if policy == "IfNotPresent" {
+            if let Some(img) = self.images.get(reference) {
+                return Ok(img);
+            }
+        }
+        ImageStore::pull(&self.images, reference)
+            .await
+            .map_err(|e| ("ErrImagePull".to_string(), e.to_string()))
+    }
+}
+
+/// Builds the agent from the configuration and starts the `Kubelet` actor (inside a running
+/// actix system). `api_url`: the API server the agent talks to.
+pub fn start(
+    cfg: &crate::config::Config,
+    api_url: &str,
+    registry: &prometheus::Registry,
+) -> Result<actix::Addr<Kubelet>, NodeError> {
+    use actix::Actor;
+    let node = &cfg.node;
+    let uri: http::Uri = api_url
+        .parse()
+        .map_err(|e| NodeError::Config(format!("API URL {api_url:?}: {e}")))?;
+    let client = Client::try_from(kube::Config::new(uri))?;
+    let dirs = NodeDirs {
+        state: cfg.node_state_dir(),
+        run: node.run_dir.join(&cfg.node_name),
+    };
+    std::fs::create_dir_all(dirs.pods())?;
+    let runtime = Runtime::new(node.runtime.clone(), dirs.runc_root())?;
+    let images = Arc::new(ImageStore::open(
+        &dirs.images(),
+        node.insecure_registries.clone(),
+    )?);
+    let address = if node.address.is_empty() {
+        registration::first_address()
+    } else {
+        node.address.clone()
+    };
+    let runtime_version = std::process::Command::new(&node.runtime)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let v = text.lines().next()?.split_whitespace().nth(2)?.to_string();
+            Some(format!("runc://{v}"))
+        })
+        .ok_or_else(|| {
+            NodeError::Config(format!(
+                "OCI runtime {} does not run (install runc or set node.runtime)",
+                node.runtime.display()
+            ))
+        })?;
+    let metrics = KubeletMetrics::register(registry, &cfg.node_name)
+        .map_err(|e| NodeError::Config(format!("metrics: {e}")))?;
+    let host = registration::HostInfo {
+        name: cfg.node_name.clone(),
+        address: address.clone(),
+        port: node.listen_addr.port(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        memory_kib: registration::memory_kib(),
+        max_pods: node.max_pods,
+        runtime_version,
+    };
+    let ctx = Arc::new(NodeContext {
+        client,
+        node_name: cfg.node_name.clone(),
+        host_ip: address,
+        sandboxes: Sandboxes::new(node.bridge.clone(), dirs.clone()),
+        dirs,
+        runtime,
+        images,
+        pulls: tokio::sync::Mutex::new(()),
+        metrics,
+        dns_servers: node.dns_servers.clone(),
+    });
+    Ok(Kubelet::new(ctx, host, node.clone()).start())
+}

@@ -1,6 +1,8 @@
 //! Pulling from a registry with oci-client: manifest and config, then the layers not in the
 //! store yet (oci-client checks each blob against its digest while streaming).
 
+use std::sync::Arc;
+
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -24,7 +26,7 @@ fn pull_error(reference: &str, e: oci_client::errors::OciDistributionError) -> I
 }
 
 impl ImageStore {
-    pub async fn pull(&self, reference: &str) -> Result<ImageRecord, ImageError> {
+    pub async fn pull(self: &Arc<Self>, reference: &str) -> Result<ImageRecord, ImageError> {
         let r: Reference = reference
             .parse()
             .map_err(|e| ImageError::Invalid(format!("reference {reference:?}: {e}")))?;
@@ -53,7 +55,10 @@ impl ImageStore {
         }
         let reference = r.whole();
         let config = config.into_bytes();
-        // Unpacking is blocking work.
-        tokio::task::block_in_place(|| self.register(&reference, &digest, &config, &layers))
+        // Unpacking is blocking work; the agent runs on a single-threaded runtime.
+        let store = Arc::clone(self);
+        tokio::task::spawn_blocking(move || store.register(&reference, &digest, &config, &layers))
+            .await
+            .map_err(|e| ImageError::Invalid(format!("unpacking: {e}")))?
     }
 }

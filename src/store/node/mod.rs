@@ -63,6 +63,16 @@ pub struct Health {
 }
 
 impl Health {
+    /// For a process without a store replica (`skiff agent`): always ready.
+    pub fn always_ready() -> Self {
+        Health {
+            leader: AtomicU64::new(1),
+            commit: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            is_leader: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     /// Ready: a leader is known and everything known committed has been applied.
     pub fn ready(&self) -> bool {
         self.leader.load(Ordering::Relaxed) != 0

@@ -1,0 +1,260 @@
+//! The Node object of this agent (capacity read from the host, addresses, nodeInfo,
+//! conditions) and its Lease in `kube-node-lease`, the heartbeat the node lifecycle
+//! controller watches.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSystemInfo};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+use super::NodeError;
+
+/// What the agent reports about its host.
+#[derive(Clone, Debug)]
+pub struct HostInfo {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub cpus: u32,
+    pub memory_kib: u64,
+    pub max_pods: u32,
+    pub runtime_version: String,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn memory_kib() -> u64 {
+    read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The first non-loopback IPv4 address of this network namespace, else 127.0.0.1.
+pub fn first_address() -> String {
+    nix::ifaddrs::getifaddrs()
+        .ok()
+        .and_then(|mut addrs| {
+            addrs.find_map(|a| {
+                let ip = a.address?.as_sockaddr_in()?.ip();
+                (!ip.is_loopback()).then(|| ip.to_string())
+            })
+        })
+        .unwrap_or_else(|| "127.0.0.1".into())
+}
+
+fn os_image() -> String {
+    read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "Linux".into())
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn kubelet_version() -> String {
+    format!(
+        "v{}.{}.0+skiff.{}",
+        crate::api::KUBE_MAJOR,
+        crate::api::KUBE_MINOR,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn capacity(h: &HostInfo) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        ("cpu".to_string(), Quantity(h.cpus.to_string())),
+        (
+            "memory".to_string(),
+            Quantity(format!("{}Ki", h.memory_kib)),
+        ),
+        ("pods".to_string(), Quantity(h.max_pods.to_string())),
+    ])
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: &str, now: &Time) -> NodeCondition {
+    NodeCondition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: Some(now.clone()),
+        last_transition_time: Some(now.clone()),
+    }
+}
+
+/// The status the agent owns. `network_ready`: the pod network (bridge, pod CIDR) is set up.
+fn status(h: &HostInfo, network_ready: bool, previous: Option<&Node>) -> serde_json::Value {
+    let now = Time(jiff::Timestamp::now());
+    let (ready_reason, ready_msg) = if network_ready {
+        ("KubeletReady", "kubelet is posting ready status")
+    } else {
+        (
+            "KubeletNotReady",
+            "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:node has no pod CIDR",
+        )
+    };
+    let mut conditions = vec![
+        condition(
+            "MemoryPressure",
+            false,
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+            &now,
+        ),
+        condition(
+            "DiskPressure",
+            false,
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure",
+            &now,
+        ),
+        condition(
+            "PIDPressure",
+            false,
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+            &now,
+        ),
+        condition("Ready", network_ready, ready_reason, ready_msg, &now),
+    ];
+    // Keep transition times of conditions whose status did not change.
+    let old = previous
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.conditions.as_ref());
+    for c in &mut conditions {
+        if let Some(o) = old.and_then(|o| o.iter().find(|o| o.type_ == c.type_)) {
+            if o.status == c.status {
+                c.last_transition_time = o.last_transition_time.clone();
+            }
+        }
+    }
+    let machine_id = read("/etc/machine-id");
+    let info = NodeSystemInfo {
+        architecture: arch().into(),
+        boot_id: read("/proc/sys/kernel/random/boot_id"),
+        container_runtime_version: h.runtime_version.clone(),
+        kernel_version: read("/proc/sys/kernel/osrelease"),
+        kube_proxy_version: kubelet_version(),
+        kubelet_version: kubelet_version(),
+        machine_id: machine_id.clone(),
+        operating_system: "linux".into(),
+        os_image: os_image(),
+        system_uuid: machine_id,
+        ..Default::default()
+    };
+    json!({
+        "capacity": capacity(h),
+        "allocatable": capacity(h),
+        "conditions": conditions,
+        "addresses": [
+            NodeAddress { type_: "InternalIP".into(), address: h.address.clone() },
+            NodeAddress { type_: "Hostname".into(), address: h.name.clone() },
+        ],
+        "daemonEndpoints": { "kubeletEndpoint": { "Port": h.port } },
+        "nodeInfo": info,
+    })
+}
+
+/// Creates the Node if missing (taking `pod_cidr` when it has none yet) and returns it.
+pub async fn register(client: &Client, h: &HostInfo, pod_cidr: &str) -> Result<Node, NodeError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let existing = api.get_opt(&h.name).await?;
+    let node = match existing {
+        Some(n) => n,
+        None => {
+            let mut node: Node = serde_json::from_value(json!({
+                "metadata": {
+                    "name": h.name,
+                    "labels": {
+                        "kubernetes.io/hostname": h.name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": arch(),
+                        "beta.kubernetes.io/os": "linux",
+                        "beta.kubernetes.io/arch": arch(),
+                    },
+                },
+                "spec": {},
+            }))?;
+            if !pod_cidr.is_empty() {
+                node.spec.get_or_insert_with(Default::default).pod_cidr = Some(pod_cidr.into());
+                node.spec.get_or_insert_with(Default::default).pod_cidrs =
+                    Some(vec![pod_cidr.into()]);
+            }
+            api.create(&PostParams::default(), &node).await?
+        }
+    };
+    let has_cidr = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_ref())
+        .is_some();
+    if !has_cidr && !pod_cidr.is_empty() {
+        let patch = json!({"spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]}});
+        return Ok(api
+            .patch(&h.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?);
+    }
+    Ok(node)
+}
+
+/// Writes the node's status; returns the Node as stored.
+pub async fn update_status(
+    client: &Client,
+    h: &HostInfo,
+    network_ready: bool,
+) -> Result<Node, NodeError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let current = api.get(&h.name).await?;
+    let patch = json!({ "status": status(h, network_ready, Some(&current)) });
+    Ok(api
+        .patch_status(&h.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?)
+}
+
+/// Renews (or creates) the node's Lease.
+pub async fn renew_lease(client: &Client, name: &str, duration: i32) -> Result<(), NodeError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let now = MicroTime(jiff::Timestamp::now());
+    let spec = json!({
+        "holderIdentity": name,
+        "leaseDurationSeconds": duration,
+        "renewTime": now,
+    });
+    match api
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": spec })),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            let lease: Lease = serde_json::from_value(json!({
+                "metadata": { "name": name, "namespace": "kube-node-lease" },
+                "spec": spec,
+            }))?;
+            api.create(&PostParams::default(), &lease).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

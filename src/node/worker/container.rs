@@ -1,0 +1,209 @@
+//! One container of a pod on this node: what it runs as (bundle from the Pod and the image),
+//! where it is in its life (running, exited, waiting to restart), and the restart back-off.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use super::probes::ProbeState;
+use crate::node::image::ImageRecord;
+use crate::node::runtime::bundle::{BindMount, ContainerSpec};
+use crate::node::runtime::ExitRecord;
+use crate::node::sandbox::EtcFiles;
+use crate::node::NodeError;
+use crate::scheduler::resources::parse as parse_quantity;
+
+/// Restart back-off as upstream: 10 s doubling to 5 min; reset after 10 min of running.
+pub const BACKOFF_START: Duration = Duration::from_secs(10);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Debug)]
+pub struct Terminated {
+    pub exit: ExitRecord,
+    pub started_at: String,
+    pub id: String,
+}
+
+#[derive(Default)]
+pub struct ContainerState {
+    /// The current (or next) attempt: the restartCount.
+    pub attempt: u32,
+    /// runc id of the current attempt, once created.
+    pub id: Option<String>,
+    pub pid: Option<i32>,
+    pub started_at: Option<String>,
+    pub started_instant: Option<Instant>,
+    /// Set when the current attempt has exited.
+    pub exit: Option<ExitRecord>,
+    /// The attempt before (`lastState`).
+    pub last: Option<Terminated>,
+    /// Why it is not running: (reason, message).
+    pub waiting: Option<(String, String)>,
+    pub backoff: Option<Duration>,
+    pub not_before: Option<Instant>,
+    pub image: Option<ImageRecord>,
+    pub probes: ProbeState,
+}
+
+impl ContainerState {
+    pub fn running(&self) -> bool {
+        self.pid.is_some() && self.exit.is_none()
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.exit.as_ref().is_some_and(|e| e.exit_code == 0)
+    }
+
+    /// The next restart is allowed after the back-off; returns the delay applied.
+    pub fn schedule_restart(&mut self, now: Instant) -> Duration {
+        let ran_long = self
+            .started_instant
+            .is_some_and(|s| now.duration_since(s) >= BACKOFF_RESET);
+        let delay = match self.backoff {
+            // The first restart is immediate, as upstream (the back-off starts afterwards).
+            None => Duration::ZERO,
+            Some(_) if ran_long => Duration::ZERO,
+            Some(d) if d.is_zero() => BACKOFF_START,
+            Some(d) => (d * 2).min(BACKOFF_MAX),
+        };
+        self.backoff = Some(if ran_long { Duration::ZERO } else { delay });
+        self.not_before = Some(now + delay);
+        delay
+    }
+}
+
+/// runc container id: unique on the node, stable per attempt.
+pub fn runc_id(uid: &str, name: &str, attempt: u32) -> String {
+    format!("{uid}_{name}_{attempt}")
+}
+
+fn limit(c: &Container, res: &str, scale: f64) -> Option<i64> {
+    let r = c.resources.as_ref()?;
+    r.limits
+        .as_ref()
+        .and_then(|l| l.get(res))
+        .and_then(|q| parse_quantity(&q.0, scale))
+}
+
+fn request(c: &Container, res: &str, scale: f64) -> Option<i64> {
+    let r = c.resources.as_ref()?;
+    r.requests
+        .as_ref()
+        .and_then(|l| l.get(res))
+        .and_then(|q| parse_quantity(&q.0, scale))
+        .or_else(|| limit(c, res, scale))
+}
+
+pub struct SpecInput<'a> {
+    pub pod: &'a Pod,
+    pub container: &'a Container,
+    pub image: &'a ImageRecord,
+    pub env: Vec<String>,
+    pub args: Vec<String>,
+    pub volumes: &'a BTreeMap<String, PathBuf>,
+    pub etc: &'a EtcFiles,
+    pub netns: PathBuf,
+    pub hostname: String,
+    pub cgroups_path: String,
+}
+
+/// The container's bundle description.
+pub fn container_spec(i: SpecInput<'_>) -> Result<ContainerSpec, NodeError> {
+    let c = i.container;
+    let mut mounts = vec![
+        BindMount {
+            destination: "/etc/hosts".into(),
+            source: i.etc.hosts.clone(),
+            read_only: false,
+        },
+        BindMount {
+            destination: "/etc/hostname".into(),
+            source: i.etc.hostname.clone(),
+            read_only: false,
+        },
+        BindMount {
+            destination: "/etc/resolv.conf".into(),
+            source: i.etc.resolv.clone(),
+            read_only: false,
+        },
+    ];
+    for m in c.volume_mounts.iter().flatten() {
+        let Some(dir) = i.volumes.get(&m.name) else {
+            return Err(NodeError::Config(format!(
+                "volume {:?} of container {:?} is not available on this node",
+                m.name, c.name
+            )));
+        };
+        let mut source = dir.clone();
+        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            if sub.split('/').any(|p| p == "..") {
+                return Err(NodeError::Config(format!("subPath {sub:?} is not allowed")));
+            }
+            source = source.join(sub);
+            if !source.exists() {
+                std::fs::create_dir_all(&source)?;
+            }
+        }
+        mounts.push(BindMount {
+            destination: m.mount_path.clone(),
+            source,
+            read_only: m.read_only == Some(true),
+        });
+    }
+    let sc = c.security_context.as_ref();
+    let psc = i
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref());
+    let uid = sc
+        .and_then(|s| s.run_as_user)
+        .or(psc.and_then(|s| s.run_as_user))
+        .or_else(|| i.image.config.user.split(':').next()?.parse().ok())
+        .unwrap_or(0);
+    let gid = sc
+        .and_then(|s| s.run_as_group)
+        .or(psc.and_then(|s| s.run_as_group))
+        .unwrap_or(0);
+    if i.args.is_empty() {
+        return Err(NodeError::Config(format!(
+            "no command specified for container {:?} and the image has none",
+            c.name
+        )));
+    }
+    let cwd = c
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| i.image.config.working_dir.clone());
+    Ok(ContainerSpec {
+        hostname: i.hostname,
+        args: i.args,
+        env: i.env,
+        cwd,
+        uid: uid as u32,
+        gid: gid as u32,
+        netns: i.netns,
+        mounts,
+        cgroups_path: i.cgroups_path,
+        memory_limit: limit(c, "memory", 1.0),
+        cpu_limit_millis: limit(c, "cpu", 1000.0),
+        cpu_request_millis: request(c, "cpu", 1000.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_immediate_then_doubles_to_five_minutes() {
+        let mut s = ContainerState::default();
+        let now = Instant::now();
+        let delays: Vec<u64> = (0..8).map(|_| s.schedule_restart(now).as_secs()).collect();
+        assert_eq!(delays, vec![0, 10, 20, 40, 80, 160, 300, 300]);
+    }
+}

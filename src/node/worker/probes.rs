@@ -1,0 +1,219 @@
+//! Startup, liveness and readiness probes (httpGet, tcpSocket, exec) with upstream timing:
+//! initialDelaySeconds, periodSeconds (10), timeoutSeconds (1), successThreshold (1),
+//! failureThreshold (3). A startup probe holds the other two until it succeeds.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::node::runtime::Runtime;
+
+#[derive(Default)]
+struct Counter {
+    next: Option<Instant>,
+    successes: i32,
+    failures: i32,
+    last_error: String,
+}
+
+#[derive(Default)]
+pub struct ProbeState {
+    pub started: bool,
+    pub ready: bool,
+    startup: Counter,
+    liveness: Counter,
+    readiness: Counter,
+}
+
+/// What the probes decided for a running container.
+pub enum Verdict {
+    Healthy,
+    /// Kill the container (liveness or startup failure), with the event message.
+    Restart(String),
+}
+
+fn secs(v: Option<i32>, default: i32) -> Duration {
+    Duration::from_secs(v.unwrap_or(default).max(0) as u64)
+}
+
+fn port_of(c: &Container, port: &IntOrString) -> Result<u16, String> {
+    match port {
+        IntOrString::Int(p) => u16::try_from(*p).map_err(|_| format!("invalid port {p}")),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .ok_or_else(|| format!("no port named {name:?}")),
+    }
+}
+
+async fn http_get(ip: &str, port: u16, path: &str, host: Option<&str>) -> Result<(), String> {
+    let host = host.filter(|h| !h.is_empty()).unwrap_or(ip);
+    let mut s = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("Get \"http://{host}:{port}{path}\": {e}"))?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1024];
+    let mut got = 0;
+    // Only the status line matters.
+    while got < buf.len() {
+        let n = s.read(&mut buf[got..]).await.map_err(|e| e.to_string())?;
+        if n == 0 || buf[..got + n].contains(&b'\n') {
+            got += n;
+            break;
+        }
+        got += n;
+    }
+    let line = String::from_utf8_lossy(&buf[..got]);
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| "malformed HTTP response".to_string())?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("HTTP probe failed with statuscode: {code}"))
+    }
+}
+
+/// Runs one probe once.
+pub async fn run_once(
+    p: &Probe,
+    c: &Container,
+    ip: &str,
+    runtime: &Runtime,
+    id: &str,
+) -> Result<(), String> {
+    let timeout = secs(p.timeout_seconds, 1).max(Duration::from_secs(1));
+    let work = async {
+        if let Some(h) = &p.http_get {
+            let port = port_of(c, &h.port)?;
+            let path = h.path.clone().unwrap_or_else(|| "/".into());
+            http_get(ip, port, &path, h.host.as_deref()).await
+        } else if let Some(t) = &p.tcp_socket {
+            let port = port_of(c, &t.port)?;
+            let host = t
+                .host
+                .clone()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| ip.to_string());
+            TcpStream::connect((host.as_str(), port))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("dial tcp {host}:{port}: {e}"))
+        } else if let Some(e) = &p.exec {
+            let cmd = e.command.clone().unwrap_or_default();
+            runtime.exec_status(id, &cmd).await
+        } else {
+            Err("probe has no handler".into())
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("probe timed out after {}s", timeout.as_secs())),
+    }
+}
+
+impl ProbeState {
+    /// Runs the probes that are due; returns the verdict and the next time one is due.
+    pub async fn tick(
+        &mut self,
+        c: &Container,
+        started_at: Instant,
+        ip: &str,
+        runtime: &Runtime,
+        id: &str,
+        now: Instant,
+    ) -> (Verdict, Option<Instant>) {
+        let mut next: Option<Instant> = None;
+        let mut soonest = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        if !self.started {
+            match &c.startup_probe {
+                None => self.started = true,
+                Some(p) => {
+                    let r = step(&mut self.startup, p, c, started_at, ip, runtime, id, now).await;
+                    soonest(self.startup.next);
+                    match r {
+                        Some(true) => self.started = true,
+                        Some(false) => {
+                            return (Verdict::Restart("Startup probe failed".into()), next)
+                        }
+                        None => return (Verdict::Healthy, next),
+                    }
+                }
+            }
+        }
+        if let Some(p) = &c.liveness_probe {
+            let r = step(&mut self.liveness, p, c, started_at, ip, runtime, id, now).await;
+            soonest(self.liveness.next);
+            if r == Some(false) {
+                let why = std::mem::take(&mut self.liveness.last_error);
+                return (
+                    Verdict::Restart(format!("Liveness probe failed: {why}")),
+                    next,
+                );
+            }
+        }
+        match &c.readiness_probe {
+            None => self.ready = true,
+            Some(p) => {
+                let r = step(&mut self.readiness, p, c, started_at, ip, runtime, id, now).await;
+                soonest(self.readiness.next);
+                if let Some(ok) = r {
+                    self.ready = ok;
+                }
+            }
+        }
+        (Verdict::Healthy, next)
+    }
+}
+
+/// One probe, if due: `Some(true)` once successThreshold successes in a row, `Some(false)`
+/// once failureThreshold failures in a row, `None` otherwise.
+#[allow(clippy::too_many_arguments)]
+async fn step(
+    k: &mut Counter,
+    p: &Probe,
+    c: &Container,
+    started_at: Instant,
+    ip: &str,
+    runtime: &Runtime,
+    id: &str,
+    now: Instant,
+) -> Option<bool> {
+    let due = *k
+        .next
+        .get_or_insert(started_at + secs(p.initial_delay_seconds, 0));
+    if now < due {
+        return None;
+    }
+    k.next = Some(now + secs(p.period_seconds, 10).max(Duration::from_secs(1)));
+    match run_once(p, c, ip, runtime, id).await {
+        Ok(()) => {
+            k.failures = 0;
+            k.successes += 1;
+            (k.successes >= p.success_threshold.unwrap_or(1).max(1)).then_some(true)
+        }
+        Err(e) => {
+            k.successes = 0;
+            k.failures += 1;
+            k.last_error = e;
+            (k.failures >= p.failure_threshold.unwrap_or(3).max(1)).then_some(false)
+        }
+    }
+}
