@@ -136,7 +136,7 @@ pub fn start(
         node.insecure_registries.clone(),
     )?);
     let address = if node.address.is_empty() {
-        registration::first_address()
+        registration::first_address(&node.bridge)
     } else {
         node.address.clone()
     };

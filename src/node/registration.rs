@@ -40,12 +40,16 @@ pub fn memory_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// The first non-loopback IPv4 address of this network namespace, else 127.0.0.1.
-pub fn first_address() -> String {
+/// The first non-loopback IPv4 address of this network namespace outside the pod network
+/// (the bridge `skip`), else 127.0.0.1.
+pub fn first_address(skip: &str) -> String {
     nix::ifaddrs::getifaddrs()
         .ok()
         .and_then(|mut addrs| {
             addrs.find_map(|a| {
+                if a.interface_name == skip || a.interface_name.starts_with("veth") {
+                    return None;
+                }
                 let ip = a.address?.as_sockaddr_in()?.ip();
                 (!ip.is_loopback()).then(|| ip.to_string())
             })

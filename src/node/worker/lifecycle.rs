@@ -139,7 +139,7 @@ impl PodWorker {
                 _ => false,
             };
             if s.running() {
-                wake = earliest(wake, self.probe(c).await);
+                wake = earliest(wake, self.probe(pod, c).await);
             } else if restart {
                 wake = earliest(wake, self.ensure_started(pod, c).await);
             }
@@ -178,7 +178,7 @@ impl PodWorker {
     }
 
     /// Runs the probes of a running container; restarts it on a liveness/startup failure.
-    async fn probe(&mut self, c: &Container) -> Option<Instant> {
+    async fn probe(&mut self, pod: &Pod, c: &Container) -> Option<Instant> {
         let ip = self.pod_ip.clone().unwrap_or_default();
         let runtime = self.ctx.runtime.clone();
         let s = self.containers.get_mut(&c.name)?;
@@ -190,7 +190,13 @@ impl PodWorker {
             .await;
         if let Verdict::Restart(why) = verdict {
             info!(pod = %self.name, container = %c.name, reason = %why, "killing container");
-            let grace = 2;
+            let secs = c
+                .liveness_probe
+                .as_ref()
+                .and_then(|p| p.termination_grace_period_seconds)
+                .or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                .unwrap_or(30);
+            let grace = Duration::from_secs(secs.max(0) as u64);
             self.stop_container(&c.name, grace).await;
         }
         next
@@ -228,6 +234,7 @@ impl PodWorker {
                 let delay = s
                     .schedule_restart(Instant::now())
                     .max(Duration::from_secs(1));
+                s.not_before = Some(Instant::now() + delay);
                 s.waiting = Some(("CreateContainerError".into(), e.to_string()));
                 Some(Instant::now() + delay)
             }
@@ -270,6 +277,7 @@ impl PodWorker {
                 let delay = s
                     .schedule_restart(Instant::now())
                     .max(Duration::from_secs(1));
+                s.not_before = Some(Instant::now() + delay);
                 s.waiting = Some((reason, message));
                 Err(Instant::now() + delay)
             }
@@ -354,7 +362,7 @@ impl PodWorker {
     }
 
     /// SIGTERM, up to `grace` seconds, then SIGKILL; waits for the exit record.
-    pub(super) async fn stop_container(&mut self, name: &str, grace: i64) {
+    pub(super) async fn stop_container(&mut self, name: &str, grace: Duration) {
         let Some(s) = self.containers.get(name) else {
             return;
         };
@@ -363,11 +371,11 @@ impl PodWorker {
         };
         let bundle = self.bundle(&id);
         let rt = self.ctx.runtime.clone();
-        if grace > 0 {
+        if !grace.is_zero() {
             if let Err(e) = rt.kill(&id, "TERM").await {
                 warn!(container = %id, error = %e, "SIGTERM failed");
             }
-            let deadline = Instant::now() + Duration::from_secs(grace as u64);
+            let deadline = Instant::now() + grace;
             while Instant::now() < deadline && runtime::exited(&bundle).is_none() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -387,9 +395,9 @@ impl PodWorker {
         let names: Vec<String> = self.containers.keys().cloned().collect();
         let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
         for name in names {
-            let left = deadline.saturating_duration_since(Instant::now()).as_secs() as i64;
-            self.stop_container(&name, if grace > 0 { left.max(1) } else { 0 })
-                .await;
+            // All containers share one grace period, as upstream.
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.stop_container(&name, left).await;
         }
     }
 
