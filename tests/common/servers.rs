@@ -16,7 +16,7 @@ type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 /// Children are forked from one thread that lives as long as the test process and are
 /// killed by the kernel when it goes (PR_SET_PDEATHSIG), so a shared cluster never outlives
 /// its test binary, whatever way it ends.
-fn spawn_tied(cmd: Command) -> Child {
+pub fn spawn_tied(cmd: Command) -> Child {
     static KEEPER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let keeper = KEEPER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();

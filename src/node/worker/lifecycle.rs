@@ -194,7 +194,10 @@ impl PodWorker {
                 .liveness_probe
                 .as_ref()
                 .and_then(|p| p.termination_grace_period_seconds)
-                .or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                .or(pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds))
                 .unwrap_or(30);
             let grace = Duration::from_secs(secs.max(0) as u64);
             self.stop_container(&c.name, grace).await;

@@ -1,0 +1,391 @@
+//! A node host for end-to-end tests: a network namespace the test creates, a single-node
+//! `skiff server` (control plane + node agent) running inside it, and a forwarder that makes
+//! its API reachable on 127.0.0.1 in the root namespace (kubectl, kube-rs). Pod addresses,
+//! the pod bridge and routes exist only inside the namespace. A local registry
+//! (Debian's `docker-registry`) can run in the namespace too, holding the busybox image.
+//! Drop removes containers, mounts, the namespace and processes, also after a failure.
+//! Needs `crate::servers` (tests/common/servers.rs) at the crate root.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::servers::{spawn_tied, BIN};
+
+/// The registry inside every host's namespace.
+pub const REGISTRY: &str = "127.0.0.1:5000";
+pub const IMAGE: &str = "127.0.0.1:5000/busybox:latest";
+
+/// Whether this run may use root-only features; prints why not (and fails under
+/// `SKIFF_E2E_REQUIRED=1`) when it may not.
+pub fn root_or_skip(test: &str) -> bool {
+    let missing: Vec<&str> = [
+        "/usr/sbin/runc",
+        "/usr/bin/docker-registry",
+        "/usr/bin/skopeo",
+        "/bin/busybox",
+    ]
+    .into_iter()
+    .filter(|p| !Path::new(p).exists())
+    .collect();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && missing.is_empty() {
+        return true;
+    }
+    let why = if root {
+        format!("missing {missing:?} (scripts/install-deps.sh installs them)")
+    } else {
+        "not root".to_string()
+    };
+    if std::env::var("SKIFF_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("{test}: required end-to-end test cannot run: {why}");
+    }
+    eprintln!("skipping {test}: {why}");
+    false
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `f` on a thread inside the namespace (sockets it opens live there).
+pub fn in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = File::open(ns).expect("open netns");
+    std::thread::spawn(move || {
+        nix_setns(&file);
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+fn nix_setns(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid namespace fd; affects only the calling thread.
+    let rc = unsafe { libc::setns(file.as_fd().as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Accepts on 127.0.0.1 (root namespace) and connects each client to `target` inside the
+/// namespace; bytes are copied both ways. Threads end when either side closes.
+fn forward(ns: &Path, target: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind forwarder");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = mpsc::channel::<mpsc::Sender<std::io::Result<TcpStream>>>();
+    let file = File::open(ns).expect("open netns");
+    // One thread lives in the namespace and dials for the others.
+    std::thread::spawn(move || {
+        nix_setns(&file);
+        for reply in rx {
+            let _ = reply.send(TcpStream::connect(target));
+        }
+    });
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (rtx, rrx) = mpsc::channel();
+            if tx.send(rtx).is_err() {
+                return;
+            }
+            let Ok(Ok(upstream)) = rrx.recv() else {
+                continue;
+            };
+            pipe(client, upstream);
+        }
+    });
+    port
+}
+
+fn pipe(a: TcpStream, b: TcpStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let copy = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16384];
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    };
+    copy(a, b2);
+    copy(b, a2);
+}
+
+pub struct NodeHost {
+    pub name: String,
+    pub netns: PathBuf,
+    pub dir: TempDir,
+    pub api_port: u16,
+    config: PathBuf,
+    server: Option<Child>,
+    registry: Option<Child>,
+}
+
+/// The busybox OCI layout, built once per test process.
+fn busybox_layout() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("skiff-busybox-{}", std::process::id()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-busybox-image.sh");
+        run(Command::new("bash").arg(script).arg(&dir));
+        dir
+    })
+    .clone()
+}
+
+impl NodeHost {
+    /// Namespace, registry with the busybox image, and a server whose config gets `extra`
+    /// appended inside its `[node]` table.
+    pub fn start(extra_node: &str) -> NodeHost {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "skt{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        run(Command::new("ip").args(["netns", "add", &name]));
+        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        let netns = PathBuf::from("/run/netns").join(&name);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "node_name = \"n1\"\ndata_dir = \"{data}\"\npeer_listen_addr = \"127.0.0.1:2380\"\nhttp_listen_addr = \"127.0.0.1:9101\"\napi_addr = \"127.0.0.1:6443\"\n[node]\npod_cidr = \"10.244.0.0/24\"\nrun_dir = \"{run}\"\ninsecure_registries = [\"{REGISTRY}\"]\nlease_renew_seconds = 2\nstatus_update_seconds = 2\n{extra_node}\n",
+                data = dir.path().join("data").display(),
+                run = dir.path().join("run").display(),
+            ),
+        )
+        .expect("config");
+        let api_port = forward(&netns, "127.0.0.1:6443");
+        let mut host = NodeHost {
+            name,
+            netns,
+            dir,
+            api_port,
+            config,
+            server: None,
+            registry: None,
+        };
+        host.start_registry();
+        host.start_server();
+        host
+    }
+
+    fn tied_in_ns(&self, mut cmd: Command) -> Child {
+        use std::os::unix::process::CommandExt;
+        let file = File::open(&self.netns).expect("open netns");
+        // SAFETY: setns is async-signal-safe; the fd stays open for the closure's lifetime.
+        unsafe {
+            cmd.pre_exec(move || {
+                use std::os::fd::AsRawFd;
+                if libc::setns(file.as_fd().as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        spawn_tied(cmd)
+    }
+
+    fn start_registry(&mut self) {
+        let dir = self.dir.path().join("registry");
+        std::fs::create_dir_all(&dir).expect("registry dir");
+        let cfg = dir.join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {REGISTRY}\n",
+                dir.join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let mut cmd = Command::new("/usr/bin/docker-registry");
+        cmd.arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.registry = Some(self.tied_in_ns(cmd));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.http_ok(REGISTRY, "/v2/") {
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let layout = busybox_layout();
+        run(Command::new("nsenter")
+            .arg(format!("--net={}", self.netns.display()))
+            .args(["skopeo", "copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:latest", layout.display()))
+            .arg(format!("docker://{IMAGE}")));
+    }
+
+    /// GET inside the namespace answers 200.
+    pub fn http_ok(&self, addr: &'static str, path: &'static str) -> bool {
+        self.http_get(addr, path)
+            .is_some_and(|(code, _)| code == 200)
+    }
+
+    /// HTTP/1.0 GET from the node's namespace: (status, body).
+    pub fn http_get(
+        &self,
+        addr: impl Into<String>,
+        path: impl Into<String>,
+    ) -> Option<(u16, String)> {
+        let (addr, path) = (addr.into(), path.into());
+        in_netns(&self.netns, move || {
+            let mut s =
+                TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).ok()?;
+            let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+            let body = buf
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            Some((code, body))
+        })
+    }
+
+    pub fn start_server(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("server")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,raft=warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.server = Some(self.tied_in_ns(cmd));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.http_ok("127.0.0.1:9101", "/readyz") {
+            if let Some(Ok(Some(st))) = self.server.as_mut().map(Child::try_wait) {
+                panic!("server exited: {st}\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not ready\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL the server (containers keep running in their shims).
+    pub fn kill_server(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn client(&self) -> kube::Client {
+        let url = self.url().parse().expect("url");
+        kube::Client::try_from(kube::Config::new(url)).expect("kube client")
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        let path = self.dir.path().join("kubeconfig");
+        if !path.exists() {
+            let out = Command::new(BIN)
+                .args(["kubeconfig", "--server", &self.url()])
+                .output()
+                .expect("skiff kubeconfig");
+            assert!(out.status.success());
+            std::fs::write(&path, out.stdout).expect("kubeconfig");
+        }
+        path
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("data/node")
+    }
+
+    fn runc_root(&self) -> PathBuf {
+        self.dir.path().join("run/n1/runc")
+    }
+}
+
+impl Drop for NodeHost {
+    fn drop(&mut self) {
+        self.kill_server();
+        let root = self.runc_root();
+        if let Ok(out) = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "-f", id])
+                    .status();
+            }
+        }
+        if let Some(mut r) = self.registry.take() {
+            let _ = r.kill();
+            let _ = r.wait();
+        }
+        // Pod namespaces (named by pod UID) and rootfs overlays of this host.
+        let uids: Vec<String> = std::fs::read_dir(self.state_dir().join("pods"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let prefix = self.dir.path().display().to_string();
+        for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+            let ours =
+                m.starts_with(&prefix) || uids.iter().any(|u| m == format!("/run/skiff/netns/{u}"));
+            if ours {
+                let _ = Command::new("umount").arg("-l").arg(m).status();
+            }
+        }
+        for u in &uids {
+            let _ = std::fs::remove_file(format!("/run/skiff/netns/{u}"));
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}

@@ -1,0 +1,408 @@
+//! The node agent against runc, as root: every test runs a single-node `skiff server` inside
+//! its own network namespace (tests/common/node_host.rs) with a local registry holding the
+//! busybox image built by scripts/build-busybox-image.sh.
+
+#[path = "common/node_host.rs"]
+#[allow(dead_code)]
+mod node_host;
+#[path = "common/servers.rs"]
+#[allow(dead_code)]
+mod servers;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
+use node_host::{root_or_skip, NodeHost, IMAGE};
+use serde_json::json;
+
+fn pod(name: &str, spec: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": spec,
+    }))
+    .expect("pod")
+}
+
+/// Polls the pod until `f` holds (returns its value) or fails with the last status seen.
+async fn wait_pod<T>(api: &Api<Pod>, name: &str, secs: u64, f: impl Fn(&Pod) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(p) = api.get(name).await {
+            if let Some(v) = f(&p) {
+                return v;
+            }
+            last = p.status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("pod {name}: condition not reached in {secs}s; last status: {last:#?}");
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+fn pod_ip(p: &Pod) -> Option<String> {
+    p.status.as_ref()?.pod_ip.clone()
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn container(p: &Pod, name: &str) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)
+        .cloned()
+}
+
+fn waiting_reason(p: &Pod, name: &str) -> Option<String> {
+    container(p, name)?.state?.waiting?.reason
+}
+
+#[tokio::test]
+async fn pods_pull_from_the_registry_share_volumes_and_localhost() {
+    if !root_or_skip("pods_pull_from_the_registry_share_volumes_and_localhost") {
+        return;
+    }
+    let host = NodeHost::start("");
+    let api: Api<Pod> = Api::namespaced(host.client(), "default");
+    let spec = json!({
+        "containers": [
+            {
+                "name": "writer",
+                "image": IMAGE,
+                "command": ["sh", "-c", "echo hello-from-writer > /data/index.html; until wget -qO /data/via-localhost.html http://localhost:8080/index.html; do sleep 0.2; done; exec sleep 3600"],
+                "volumeMounts": [{ "name": "shared", "mountPath": "/data" }],
+            },
+            {
+                "name": "server",
+                "image": IMAGE,
+                "command": ["httpd", "-f", "-p", "8080", "-h", "/data"],
+                "volumeMounts": [{ "name": "shared", "mountPath": "/data" }],
+            },
+        ],
+        "volumes": [{ "name": "shared", "emptyDir": {} }],
+    });
+    api.create(&PostParams::default(), &pod("web", spec))
+        .await
+        .expect("create");
+    let ip = wait_pod(&api, "web", 60, |p| {
+        (phase(p) == "Running" && ready(p))
+            .then(|| pod_ip(p))
+            .flatten()
+    })
+    .await;
+    let p = api.get("web").await.expect("get");
+    let st = container(&p, "server").expect("status");
+    assert!(
+        st.image_id.contains("@sha256:"),
+        "imageID {:?}",
+        st.image_id
+    );
+    assert!(st.container_id.is_some_and(|c| c.starts_with("runc://")));
+    // Node -> pod over the bridge.
+    let (code, body) = host
+        .http_get(format!("{ip}:8080"), "/index.html")
+        .expect("HTTP to the pod");
+    assert_eq!((code, body.trim()), (200, "hello-from-writer"));
+    // Container -> container over localhost (the shared network namespace).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((200, body)) = host.http_get(format!("{ip}:8080"), "/via-localhost.html") {
+            assert_eq!(body.trim(), "hello-from-writer");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writer never reached the server over localhost"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A missing image: ErrImagePull with the registry's message, then ImagePullBackOff.
+    let missing =
+        json!({ "containers": [{ "name": "c", "image": "127.0.0.1:5000/nothing-here:v1" }] });
+    api.create(&PostParams::default(), &pod("missing", missing))
+        .await
+        .expect("create");
+    let msg = wait_pod(&api, "missing", 30, |p| {
+        let st = container(p, "c")?.state?.waiting?;
+        (st.reason.as_deref() == Some("ErrImagePull")).then(|| st.message.unwrap_or_default())
+    })
+    .await;
+    assert!(
+        msg.to_lowercase().contains("unknown") || msg.contains("not found"),
+        "message: {msg}"
+    );
+    wait_pod(&api, "missing", 30, |p| {
+        (waiting_reason(p, "c").as_deref() == Some("ImagePullBackOff")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn crash_loops_back_off_and_probes_restart_or_unready() {
+    if !root_or_skip("crash_loops_back_off_and_probes_restart_or_unready") {
+        return;
+    }
+    let host = NodeHost::start("");
+    let api: Api<Pod> = Api::namespaced(host.client(), "default");
+    let gate = host.dir.path().join("gate");
+    std::fs::create_dir_all(&gate).expect("gate dir");
+    std::fs::write(gate.join("ready"), "").expect("gate file");
+    let crash = json!({ "containers": [{ "name": "c", "image": IMAGE, "command": ["sh", "-c", "echo crashing; exit 1"] }] });
+    let liveness = json!({ "containers": [{
+        "name": "c", "image": IMAGE, "command": ["sleep", "3600"],
+        "livenessProbe": { "tcpSocket": { "port": 9999 }, "periodSeconds": 1, "failureThreshold": 1 },
+    }], "terminationGracePeriodSeconds": 1 });
+    let readiness = json!({
+        "containers": [{
+            "name": "c", "image": IMAGE, "command": ["sleep", "3600"],
+            "readinessProbe": { "exec": { "command": ["test", "-f", "/gate/ready"] }, "periodSeconds": 1, "failureThreshold": 1 },
+            "volumeMounts": [{ "name": "gate", "mountPath": "/gate" }],
+        }],
+        "volumes": [{ "name": "gate", "hostPath": { "path": gate.display().to_string() } }],
+    });
+    for (name, spec) in [
+        ("crash", crash),
+        ("liveness", liveness),
+        ("readiness", readiness),
+    ] {
+        api.create(&PostParams::default(), &pod(name, spec))
+            .await
+            .expect("create");
+    }
+    // Crash loop: restarts grow, with CrashLoopBackOff between them.
+    wait_pod(&api, "crash", 60, |p| {
+        let st = container(p, "c")?;
+        let backoff = st.state?.waiting?.reason.as_deref() == Some("CrashLoopBackOff");
+        (backoff && st.restart_count >= 1 && st.last_state?.terminated?.exit_code == 1)
+            .then_some(())
+    })
+    .await;
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(host.kubeconfig())
+        .args(["get", "pod", "crash"])
+        .output()
+        .expect("kubectl");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CrashLoopBackOff"));
+    // Liveness failures restart the container.
+    wait_pod(&api, "liveness", 60, |p| {
+        (container(p, "c")?.restart_count >= 2).then_some(())
+    })
+    .await;
+    // Readiness: Ready while the file exists, not Ready (and not restarted) once it is gone.
+    wait_pod(&api, "readiness", 30, |p| ready(p).then_some(())).await;
+    std::fs::remove_file(gate.join("ready")).expect("remove gate");
+    wait_pod(&api, "readiness", 30, |p| (!ready(p)).then_some(())).await;
+    let p = api.get("readiness").await.expect("get");
+    let st = container(&p, "c").expect("status");
+    assert_eq!(st.restart_count, 0);
+    assert!(st.state.and_then(|s| s.running).is_some(), "still running");
+}
+
+#[tokio::test]
+async fn deletion_sends_sigterm_then_sigkill_after_the_grace_period() {
+    if !root_or_skip("deletion_sends_sigterm_then_sigkill_after_the_grace_period") {
+        return;
+    }
+    let host = NodeHost::start("");
+    let api: Api<Pod> = Api::namespaced(host.client(), "default");
+    let out = host.dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let spec = json!({
+        "terminationGracePeriodSeconds": 2,
+        "containers": [{
+            "name": "c", "image": IMAGE,
+            "command": ["sh", "-c", "trap 'echo TERM >> /out/log; sleep 30; echo survived >> /out/log' TERM; echo started >> /out/log; while true; do sleep 0.1; done"],
+            "volumeMounts": [{ "name": "out", "mountPath": "/out" }],
+        }],
+        "volumes": [{ "name": "out", "hostPath": { "path": out.display().to_string() } }],
+    });
+    api.create(&PostParams::default(), &pod("term", spec))
+        .await
+        .expect("create");
+    wait_pod(&api, "term", 60, |p| (phase(p) == "Running").then_some(())).await;
+    let log = out.join("log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("started")
+    {
+        assert!(Instant::now() < deadline, "container never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t0 = Instant::now();
+    api.delete("term", &DeleteParams::default())
+        .await
+        .expect("delete");
+    // Marked for deletion first; gone once the node agent has stopped everything.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get_opt("term").await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "pod not removed\n{}", host.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "removed after {took:?}, before the grace period"
+    );
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        vec!["started", "TERM"],
+        "SIGTERM first, SIGKILL after the grace period"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_running_containers() {
+    if !root_or_skip("a_restarted_agent_adopts_running_containers") {
+        return;
+    }
+    let mut host = NodeHost::start("");
+    let api: Api<Pod> = Api::namespaced(host.client(), "default");
+    let spec =
+        json!({ "containers": [{ "name": "c", "image": IMAGE, "command": ["sleep", "3600"] }] });
+    api.create(&PostParams::default(), &pod("keep", spec))
+        .await
+        .expect("create");
+    let id = wait_pod(&api, "keep", 60, |p| {
+        let st = container(p, "c")?;
+        st.ready.then_some(st.container_id?)
+    })
+    .await;
+    let runc_id = id.trim_start_matches("runc://").to_string();
+    let pods_dir = host.state_dir().join("pods");
+    let pid_file = |id: &str| {
+        let pods = pods_dir.clone();
+        std::fs::read_dir(pods)
+            .expect("pods")
+            .flatten()
+            .map(|e| e.path().join("containers").join(id).join("pid"))
+            .find(|p| p.exists())
+            .expect("pid file")
+    };
+    let pid = std::fs::read_to_string(pid_file(&runc_id)).expect("pid");
+    host.kill_server();
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "container died with the agent"
+    );
+    host.start_server();
+    // Wait until the new agent has reported (its status writes go through the new process).
+    let api: Api<Pod> = Api::namespaced(host.client(), "default");
+    wait_pod(&api, "keep", 30, |p| ready(p).then_some(())).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !host
+        .log()
+        .matches("adopted running container")
+        .any(|_| true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no adoption logged\n{}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let p = api.get("keep").await.expect("get");
+    let st = container(&p, "c").expect("status");
+    assert_eq!(st.container_id.as_deref(), Some(id.as_str()));
+    assert_eq!(st.restart_count, 0);
+    assert_eq!(
+        std::fs::read_to_string(pid_file(&runc_id)).expect("pid"),
+        pid
+    );
+    assert!(std::path::Path::new(&format!("/proc/{}", pid.trim())).exists());
+}
+
+#[tokio::test]
+async fn a_deployment_created_with_kubectl_becomes_ready() {
+    if !root_or_skip("a_deployment_created_with_kubectl_becomes_ready") {
+        return;
+    }
+    let host = NodeHost::start("");
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(host.kubeconfig())
+            .args(args)
+            .output()
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image",
+        IMAGE,
+        "--replicas",
+        "3",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+    ]);
+    kubectl(&["rollout", "status", "deployment/web", "--timeout", "90s"]);
+    let out = kubectl(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.status.readyReplicas}",
+    ]);
+    assert_eq!(out.trim(), "3");
+    // Each replica answers on its own pod IP.
+    let ips = kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].status.podIP}",
+    ]);
+    let ips: Vec<&str> = ips.split_whitespace().collect();
+    assert_eq!(ips.len(), 3);
+    for ip in ips {
+        let (code, _) = host
+            .http_get(format!("{ip}:8080"), "/")
+            .expect("HTTP to replica");
+        assert!(code == 404 || code == 200, "replica {ip} answered {code}");
+    }
+    // The node's metrics count the pods and report container usage from cgroups.
+    let (_, metrics) = host
+        .http_get("127.0.0.1:9101", "/metrics")
+        .expect("metrics");
+    assert!(
+        metrics.lines().any(|l| l == "kubelet_running_pods 3"),
+        "{metrics}"
+    );
+    assert!(metrics
+        .lines()
+        .any(|l| l.starts_with("container_memory_working_set_bytes{") && l.contains("pod=\"web-")));
+    assert!(metrics.contains("kubelet_pod_start_duration_seconds_count"));
+}
