@@ -1,5 +1,6 @@
 //! The `skiff` command line.
 
+mod image;
 mod server;
 
 use std::path::PathBuf;
@@ -28,6 +29,9 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Print a kubeconfig for a server's API (its `api_addr`, or `--server URL`).
     Kubeconfig(KubeconfigArgs),
+    /// Manage the node's image store.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Print the version.
     Version,
 }
@@ -94,6 +98,11 @@ pub enum CliError {
     Store { dir: String, source: StoreError },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{context}: {source}")]
+    Image {
+        context: String,
+        source: crate::node::image::ImageError,
+    },
     #[error("store replica stopped with exit code {0} (see the log above)")]
     ReplicaExited(i32),
 }
@@ -118,6 +127,9 @@ fn kubeconfig(args: &KubeconfigArgs) -> Result<String, CliError> {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    // One TLS crypto provider for the process, before any client (kube, oci-client) is built;
+    // an error means one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -132,6 +144,7 @@ pub fn main() -> i32 {
         }
         Command::Server(args) => server::run(*args),
         Command::Kubeconfig(args) => kubeconfig(&args).map(|text| print!("{text}")),
+        Command::Image(command) => image::run(command),
     };
     match result {
         Ok(()) => 0,
