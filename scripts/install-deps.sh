@@ -4,7 +4,11 @@
 set -euo pipefail
 
 # protobuf-compiler: protoc for the etcd client used by the store benchmark (a dev-dependency).
-packages=(protobuf-compiler "$@")
+# runc: the OCI runtime the node agent drives.
+# docker-registry, skopeo, busybox-static: the image tests run a local registry (on their own
+# loopback port; a packaged service the install may start is not used) and push a busybox image
+# built by scripts/build-busybox-image.sh to it.
+packages=(protobuf-compiler runc docker-registry skopeo busybox-static "$@")
 
 missing=()
 for p in "${packages[@]}"; do

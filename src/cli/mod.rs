@@ -1,5 +1,6 @@
 //! The `skiff` command line.
 
+mod image;
 mod server;
 
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ enum Command {
     Kubeconfig(KubeconfigArgs),
     /// Run a node without control plane: the node agent, against a server's API.
     Agent(Box<AgentArgs>),
+    /// Manage the node's image store.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Print the version.
     Version,
     /// (internal) The per-container shim started by the node agent.
@@ -130,6 +134,11 @@ pub enum CliError {
     Store { dir: String, source: StoreError },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{context}: {source}")]
+    Image {
+        context: String,
+        source: crate::node::image::ImageError,
+    },
     #[error("store replica stopped with exit code {0} (see the log above)")]
     ReplicaExited(i32),
     #[error("node agent: {0}")]
@@ -156,7 +165,8 @@ fn kubeconfig(args: &KubeconfigArgs) -> Result<String, CliError> {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
-    // One TLS crypto provider for the process (kube and oci-client would panic on none).
+    // One TLS crypto provider for the process, before any client (kube, oci-client) is built;
+    // an error means one is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -182,6 +192,7 @@ pub fn main() -> i32 {
             })
         }
         Command::Kubeconfig(args) => kubeconfig(&args).map(|text| print!("{text}")),
+        Command::Image(command) => image::run(command),
     };
     match result {
         Ok(()) => 0,

@@ -1,6 +1,7 @@
 //! Images: pulled from OCI registries (oci-client) or imported from tarballs, blobs kept by
 //! digest, layers unpacked once into a content-addressed store shared by every container.
 
+mod import;
 mod pull;
 mod store;
 pub mod unpack;

@@ -1,5 +1,7 @@
 //! The image store on disk: `blobs/sha256/<hex>` (layers, configs), `layers/<diff-id>/`
-//! (unpacked, read-only, shared), `refs.json` (reference -> manifest digest, layers, config).
+//! (unpacked, read-only, shared), `refs.json` (reference -> manifest digest, layers, config),
+//! `refs.lock` (taken while `refs.json` is rewritten; the CLI and the node agent share a store),
+//! `tmp/` (imports being staged).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -56,11 +58,9 @@ fn digest_hex(digest: &str) -> Result<&str, ImageError> {
         .ok_or_else(|| ImageError::Invalid(format!("unsupported digest {digest:?}")))
 }
 
-/// Checks a blob file against its digest.
-#[allow(dead_code)] // used by image import (in progress)
-pub fn verify(path: &Path, digest: &str) -> Result<(), ImageError> {
+/// The sha256 of a file, hex.
+pub fn file_sha256(path: &Path) -> Result<String, ImageError> {
     use sha2::Digest;
-    let want = digest_hex(digest)?;
     let mut f = fs::File::open(path)?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -71,7 +71,13 @@ pub fn verify(path: &Path, digest: &str) -> Result<(), ImageError> {
         }
         h.update(&buf[..n]);
     }
-    let got = hex(&h.finalize());
+    Ok(hex(&h.finalize()))
+}
+
+/// Checks a blob file against its digest.
+pub fn verify(path: &Path, digest: &str) -> Result<(), ImageError> {
+    let want = digest_hex(digest)?;
+    let got = file_sha256(path)?;
     if got != want {
         return Err(ImageError::Invalid(format!(
             "blob digest mismatch: expected {digest}, got sha256:{got}"
@@ -80,16 +86,21 @@ pub fn verify(path: &Path, digest: &str) -> Result<(), ImageError> {
     Ok(())
 }
 
+fn read_refs(dir: &Path) -> Result<BTreeMap<String, ImageRecord>, ImageError> {
+    match fs::read(dir.join("refs.json")) {
+        Ok(b) => {
+            serde_json::from_slice(&b).map_err(|e| ImageError::Invalid(format!("refs.json: {e}")))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl ImageStore {
     pub fn open(dir: &Path, insecure: Vec<String>) -> Result<Self, ImageError> {
         fs::create_dir_all(dir.join("blobs/sha256"))?;
         fs::create_dir_all(dir.join("layers"))?;
-        let refs = match fs::read(dir.join("refs.json")) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| ImageError::Invalid(format!("refs.json: {e}")))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e.into()),
-        };
+        let refs = read_refs(dir)?;
         Ok(ImageStore {
             dir: dir.to_path_buf(),
             refs: Mutex::new(refs),
@@ -103,10 +114,16 @@ impl ImageStore {
 
     pub fn get(&self, reference: &str) -> Option<ImageRecord> {
         let full = normalize(reference).ok()?;
+        if let Some(r) = self.refs.lock().ok()?.get(&full) {
+            return Some(r.clone());
+        }
+        // Another process (`skiff image import`) may have added it since.
+        self.reload();
         self.refs.lock().ok()?.get(&full).cloned()
     }
 
     pub fn list(&self) -> Vec<ImageRecord> {
+        self.reload();
         self.refs
             .lock()
             .map(|r| r.values().cloned().collect())
@@ -121,9 +138,37 @@ impl ImageStore {
         Ok(self.dir.join("layers").join(digest_hex(diff_id)?))
     }
 
+    /// Picks up references written by other processes sharing the store.
+    fn reload(&self) {
+        match read_refs(&self.dir) {
+            Ok(refs) => {
+                if let Ok(mut mine) = self.refs.lock() {
+                    *mine = refs;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "reading image references")
+            }
+        }
+    }
+
     /// Records an image whose layer blobs are in the store: unpacks missing layers (checking
     /// each against the config's diff_ids) and saves the reference.
     pub fn register(
+        &self,
+        reference: &str,
+        digest: &str,
+        config: &[u8],
+        layer_digests: &[String],
+    ) -> Result<ImageRecord, ImageError> {
+        let record = self.prepare(reference, digest, config, layer_digests)?;
+        self.save(std::slice::from_ref(&record))?;
+        Ok(record)
+    }
+
+    /// Unpacks the missing layers of an image (checking each against the config's diff_ids)
+    /// and returns its record, not saved yet.
+    pub(super) fn prepare(
         &self,
         reference: &str,
         digest: &str,
@@ -158,8 +203,8 @@ impl ImageStore {
             }
         }
         let c = cfg.config().clone().unwrap_or_default();
-        let record = ImageRecord {
-            reference: full.clone(),
+        Ok(ImageRecord {
+            reference: full,
             digest: digest.to_string(),
             layers: diff_ids,
             size,
@@ -170,19 +215,36 @@ impl ImageStore {
                 working_dir: c.working_dir().clone().unwrap_or_default(),
                 user: c.user().clone().unwrap_or_default(),
             },
-        };
+        })
+    }
+
+    /// Saves records under their references, all or none. The file is re-read under a lock
+    /// first so references saved by another process sharing the store are kept.
+    pub(super) fn save(&self, records: &[ImageRecord]) -> Result<(), ImageError> {
+        use nix::fcntl::{Flock, FlockArg};
         let mut refs = self
             .refs
             .lock()
             .map_err(|_| ImageError::Invalid("image store lock poisoned".into()))?;
-        refs.insert(full, record.clone());
+        let lock_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("refs.lock"))?;
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| std::io::Error::from(errno))?;
+        let mut next = read_refs(&self.dir)?;
+        for r in records {
+            next.insert(r.reference.clone(), r.clone());
+        }
         let tmp = self.dir.join("refs.json.tmp");
         fs::write(
             &tmp,
-            serde_json::to_vec_pretty(&*refs).map_err(|e| ImageError::Invalid(e.to_string()))?,
+            serde_json::to_vec_pretty(&next).map_err(|e| ImageError::Invalid(e.to_string()))?,
         )?;
         fs::rename(&tmp, self.dir.join("refs.json"))?;
-        Ok(record)
+        *refs = next;
+        Ok(())
     }
 
     /// Layer directories of an image, top first (overlayfs `lowerdir` order).

@@ -60,7 +60,7 @@ fn opaque(dir: &Path) -> io::Result<()> {
 }
 
 /// A relative, normal path inside the layer, or `None` for anything escaping it.
-fn safe(path: &Path) -> Option<PathBuf> {
+pub(super) fn safe(path: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
