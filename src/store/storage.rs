@@ -54,6 +54,26 @@ pub struct Recovered {
     pub snapshot: Option<Snapshot>,
 }
 
+/// Whether the newest raft-engine file ends in preallocated zeros: a file the engine closed
+/// cleanly is truncated to its last record, which ends in a checksum.
+fn crash_tail(dir: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let newest = std::fs::read_dir(dir).ok().and_then(|d| {
+        d.flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "raftlog"))
+            .max()
+    });
+    let Some(path) = newest else { return false };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut tail = [0xffu8; 16];
+    f.seek(SeekFrom::End(-16)).is_ok()
+        && f.read_exact(&mut tail).is_ok()
+        && tail.iter().all(|b| *b == 0)
+}
+
 impl RaftStorage {
     /// Opens (or creates) the log in `dir/raft` and snapshots in `dir/snap`. A new log starts
     /// with `voters` as its configuration, identical on every initial member.
@@ -69,10 +89,11 @@ impl RaftStorage {
             batch_compression_threshold: ReadableSize(0),
             target_file_size: ReadableSize::mb(32),
             purge_threshold: ReadableSize::mb(256),
-            // A process crash leaves no torn record (one write per batch); only a power loss
-            // can. Dropping a damaged tail may lose entries this replica acknowledged, so it
-            // is the operator's call, not a silent default.
-            recovery_mode: if tolerate_tail_corruption {
+            // Strict unless the newest file ends in the zeros of raft-engine's preallocation
+            // (a process crash: everything before them was written whole). Dropping other
+            // damage may lose entries this replica acknowledged, so that is the operator's
+            // call, not a silent default.
+            recovery_mode: if tolerate_tail_corruption || crash_tail(&dir.join("raft")) {
                 raft_engine::RecoveryMode::TolerateTailCorruption
             } else {
                 raft_engine::RecoveryMode::AbsoluteConsistency

@@ -210,7 +210,17 @@ impl PodWorker {
         let now = Instant::now();
         let s = self.containers.entry(c.name.clone()).or_default();
         if let Some(t) = s.not_before.filter(|t| *t > now) {
-            if s.exit.is_some() {
+            let pulling = s
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.0 == "ErrImagePull" || w.0 == "ImagePullBackOff");
+            if pulling {
+                let image = c.image.clone().unwrap_or_default();
+                s.waiting = Some((
+                    "ImagePullBackOff".into(),
+                    format!("Back-off pulling image {image:?}"),
+                ));
+            } else if s.exit.is_some() {
                 s.waiting = Some((
                     "CrashLoopBackOff".into(),
                     format!(
@@ -248,18 +258,6 @@ impl PodWorker {
     /// returns when to retry.
     async fn image(&mut self, c: &Container) -> Result<ImageRecord, Instant> {
         let reference = c.image.clone().unwrap_or_default();
-        let s = self.containers.entry(c.name.clone()).or_default();
-        if let Some((reason, _)) = &s.waiting {
-            if reason == "ErrImagePull" || reason == "ImagePullBackOff" {
-                if let Some(t) = s.not_before.filter(|t| *t > Instant::now()) {
-                    if let Some(w) = s.waiting.as_mut() {
-                        w.0 = "ImagePullBackOff".into();
-                        w.1 = format!("Back-off pulling image {reference:?}");
-                    }
-                    return Err(t);
-                }
-            }
-        }
         match self
             .ctx
             .ensure_image(&reference, c.image_pull_policy.as_deref())

@@ -95,6 +95,7 @@ impl PodWorker {
                 // Gone from the API without a graceful deletion: stop at once.
                 self.terminate(0).await;
                 self.cleanup().await;
+                self.forget_usage();
                 return;
             };
             if pod.metadata.deletion_timestamp.is_some() {
@@ -108,6 +109,7 @@ impl PodWorker {
                     .unwrap_or(30);
                 self.terminate(grace).await;
                 self.cleanup().await;
+                self.forget_usage();
                 self.remove_from_api().await;
                 return;
             }
@@ -117,15 +119,55 @@ impl PodWorker {
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(MAX_IDLE)
                 .clamp(Duration::from_millis(50), MAX_IDLE);
-            tokio::select! {
-                changed = rx.changed() => {
-                    if changed.is_err() {
-                        debug!(pod = %self.name, "agent stopping; containers keep running");
-                        return;
+            self.publish_usage();
+            let sleep = tokio::time::sleep(idle);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            debug!(pod = %self.name, "agent stopping; containers keep running");
+                            return;
+                        }
+                        // Our own status writes come back as events: only a deletion or a
+                        // spec change needs a pass before the timer.
+                        let relevant = match &*rx.borrow() {
+                            None => true,
+                            Some(p) => p.metadata.deletion_timestamp.is_some() || p.spec != pod.spec,
+                        };
+                        if relevant {
+                            break;
+                        }
                     }
+                    _ = &mut sleep => break,
                 }
-                _ = tokio::time::sleep(idle) => {}
             }
+        }
+    }
+
+    /// Running containers for the metrics collector.
+    fn publish_usage(&self) {
+        let containers: Vec<(String, String)> = self
+            .containers
+            .iter()
+            .filter(|(_, s)| s.running())
+            .filter_map(|(n, s)| Some((n.clone(), s.id.clone()?)))
+            .collect();
+        if let Ok(mut table) = self.ctx.metrics.usage.lock() {
+            table.insert(
+                self.uid.clone(),
+                super::metrics::PodUsage {
+                    namespace: self.namespace.clone(),
+                    pod: self.name.clone(),
+                    containers,
+                },
+            );
+        }
+    }
+
+    fn forget_usage(&self) {
+        if let Ok(mut table) = self.ctx.metrics.usage.lock() {
+            table.remove(&self.uid);
         }
     }
 
