@@ -3,6 +3,7 @@
 pub mod config;
 pub mod image;
 pub mod layout;
+pub mod server;
 
 pub use config::NodeConfig;
 pub use layout::{ContainerRecord, NodeDirs, PodRecord};
