@@ -129,7 +129,7 @@ async fn refuse(mut session: Session, proto: Protocol, message: String) {
     if let Some(p) = channel::status_payload(proto, &Outcome::Failed(message), &[]) {
         let _ = session.binary(channel::frame(channel::ERROR, &p)).await;
     }
-    let _ = session.close(None).await;
+    let _ = session.close(Some(channel::normal_close())).await;
 }
 
 /// Copies messages both ways until either side closes, then closes the other.
@@ -138,7 +138,14 @@ async fn relay(upstream: Upstream, session: Session, mut client: AggregatedMessa
     let mut down_session = session.clone();
     let mut pong_session = session.clone();
     let down = async {
-        while let Some(Ok(msg)) = up_rx.next().await {
+        while let Some(msg) = up_rx.next().await {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!("exec relay, kubelet side: {e}");
+                    return;
+                }
+            };
             let sent = match msg {
                 Message::Binary(b) => down_session.binary(b).await,
                 Message::Text(t) => down_session.text(t.as_str().to_owned()).await,
@@ -151,7 +158,14 @@ async fn relay(upstream: Upstream, session: Session, mut client: AggregatedMessa
         }
     };
     let up = async {
-        while let Some(Ok(msg)) = client.recv().await {
+        while let Some(msg) = client.recv().await {
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!("exec relay, client side: {e}");
+                    return;
+                }
+            };
             let sent = match msg {
                 AggregatedMessage::Binary(b) => up_tx.send(Message::Binary(b)).await,
                 AggregatedMessage::Text(t) => up_tx.send(Message::text(t.to_string())).await,
@@ -174,5 +188,5 @@ async fn relay(upstream: Upstream, session: Session, mut client: AggregatedMessa
         _ = up => {}
     }
     let _ = tokio::time::timeout(CONNECT_TIMEOUT, up_tx.close()).await;
-    let _ = session.close(None).await;
+    let _ = session.close(Some(channel::normal_close())).await;
 }

@@ -143,6 +143,15 @@ pub fn exit_code(payload: &[u8]) -> Option<i32> {
     }
 }
 
+/// The close every finished session ends with: client-go takes any other close (even one
+/// without a code) as an error on every stream.
+pub fn normal_close() -> actix_ws::CloseReason {
+    actix_ws::CloseReason {
+        code: actix_ws::CloseCode::Normal,
+        description: None,
+    }
+}
+
 /// A resize message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct Size {

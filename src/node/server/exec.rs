@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 use super::channel::{self, frame, Outcome, Protocol, Size};
-use super::tty::{ConsoleSocket, Terminal};
+use super::tty::{self, Terminal};
 use super::{ContainerPath, NodeServer, ServerError};
 
 /// How long a command whose client went away gets between SIGTERM and SIGKILL.
@@ -111,7 +111,6 @@ pub async fn exec(
         runtime: st.runtime.clone(),
         root: st.dirs.runc_root(),
         id: current.id,
-        console_dir: st.dirs.run.join("console"),
     };
     let stream = stream.max_frame_size(MAX_FRAME).aggregate_continuations();
     actix_web::rt::spawn(job.run(session, stream));
@@ -126,7 +125,6 @@ struct Job {
     root: PathBuf,
     /// runc container id.
     id: String,
-    console_dir: PathBuf,
 }
 
 type Reader = Box<dyn AsyncRead + Unpin>;
@@ -138,8 +136,6 @@ struct Started {
     stdin: Option<Writer>,
     outputs: Vec<(u8, Reader)>,
     terminal: Option<Rc<Terminal>>,
-    /// Kept until the exec ends, then removed.
-    _console: Option<ConsoleSocket>,
 }
 
 impl Job {
@@ -154,81 +150,75 @@ impl Job {
         if let Some(p) = channel::status_payload(self.proto, &outcome, &self.opts.command) {
             let _ = session.binary(frame(channel::ERROR, &p)).await;
         }
-        let _ = session.close(None).await;
+        let _ = session.close(Some(channel::normal_close())).await;
     }
 
-    fn command(&self, console: Option<&ConsoleSocket>) -> Command {
+    fn command(&self) -> Command {
         let mut cmd = Command::new(&self.runtime);
         cmd.arg("--root").arg(&self.root).arg("exec");
-        if let Some(c) = console {
-            cmd.args(["--tty", "--env", "TERM=xterm", "--console-socket"])
-                .arg(c.path());
+        if self.opts.tty {
+            cmd.args(["--tty", "--env", "TERM=xterm"]);
         }
-        cmd.arg(&self.id).args(&self.opts.command);
-        let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
-        let tty = console.is_some();
-        cmd.stdin(pipe(self.opts.stdin && !tty))
-            .stdout(pipe(self.opts.stdout && !tty))
-            // With a terminal, runc's own stderr carries only its errors: shown on stdout.
-            .stderr(pipe(self.opts.stderr || (tty && self.opts.stdout)))
+        cmd.arg(&self.id)
+            .args(&self.opts.command)
             .kill_on_drop(true);
         cmd
     }
 
     async fn start(&self) -> Result<Started, String> {
-        let console = if self.opts.tty {
-            Some(
-                ConsoleSocket::bind(&self.console_dir)
-                    .map_err(|e| format!("console socket: {e}"))?,
-            )
-        } else {
-            None
-        };
-        let mut child = self
-            .command(console.as_ref())
-            .spawn()
-            .map_err(|e| format!("running {}: {e}", self.runtime.display()))?;
-        let mut outputs: Vec<(u8, Reader)> = Vec::new();
-        let mut stdin: Option<Writer> = None;
-        let mut terminal = None;
-        if let Some(c) = console.as_ref() {
-            let master = tokio::select! {
-                fd = c.receive() => fd.map_err(|e| format!("receiving the terminal from runc: {e}"))?,
-                status = child.wait() => {
-                    let mut err = String::new();
-                    if let Some(mut e) = child.stderr.take() {
-                        let _ = e.read_to_string(&mut err).await;
-                    }
-                    return Err(format!("runc exec failed ({}): {}", describe(status), err.trim()));
-                }
-            };
-            let t = Terminal::new(master);
-            let file = |t: &Terminal| t.file().map_err(|e| format!("terminal: {e}"));
-            if self.opts.stdout {
-                outputs.push((channel::STDOUT, Box::new(file(&t)?)));
-            }
-            if self.opts.stdin {
-                stdin = Some(Box::new(file(&t)?));
-            }
-            terminal = Some(Rc::new(t));
-            if let Some(e) = child.stderr.take() {
-                outputs.push((channel::STDOUT, Box::new(e)));
-            }
-        } else {
+        let mut cmd = self.command();
+        let spawn_err = |e: io::Error| format!("running {}: {e}", self.runtime.display());
+        if !self.opts.tty {
+            let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+            cmd.stdin(pipe(self.opts.stdin))
+                .stdout(pipe(self.opts.stdout))
+                .stderr(pipe(self.opts.stderr));
+            let mut child = cmd.spawn().map_err(spawn_err)?;
+            let mut outputs: Vec<(u8, Reader)> = Vec::new();
             if let Some(o) = child.stdout.take() {
                 outputs.push((channel::STDOUT, Box::new(o)));
             }
             if let Some(e) = child.stderr.take() {
                 outputs.push((channel::STDERR, Box::new(e)));
             }
-            stdin = child.stdin.take().map(|i| Box::new(i) as Writer);
+            let stdin = child.stdin.take().map(|i| Box::new(i) as Writer);
+            return Ok(Started {
+                child,
+                stdin,
+                outputs,
+                terminal: None,
+            });
         }
+        let term_err = |e: io::Error| format!("terminal: {e}");
+        let (terminal, slave) = tty::open().map_err(term_err)?;
+        cmd.stdin(slave.stdio().map_err(term_err)?)
+            .stdout(slave.stdio().map_err(term_err)?)
+            .stderr(slave.stdio().map_err(term_err)?);
+        // SAFETY: the hook only makes async-signal-safe system calls (setsid, ioctl).
+        unsafe {
+            cmd.pre_exec(tty::make_controlling);
+        }
+        let child = cmd.spawn().map_err(spawn_err)?;
+        // Only runc may hold the slave: the master reads EIO (the end) once runc is gone.
+        drop(cmd);
+        drop(slave);
+        let mut outputs: Vec<(u8, Reader)> = Vec::new();
+        if self.opts.stdout {
+            outputs.push((
+                channel::STDOUT,
+                Box::new(terminal.file().map_err(term_err)?),
+            ));
+        }
+        let stdin = if self.opts.stdin {
+            Some(Box::new(terminal.file().map_err(term_err)?) as Writer)
+        } else {
+            None
+        };
         Ok(Started {
             child,
             stdin,
             outputs,
-            terminal,
-            _console: console,
+            terminal: Some(Rc::new(terminal)),
         })
     }
 
@@ -281,13 +271,6 @@ fn exit_code(s: ExitStatus) -> i32 {
     s.code()
         .or_else(|| s.signal().map(|sig| 128 + sig))
         .unwrap_or(1)
-}
-
-fn describe(s: io::Result<ExitStatus>) -> String {
-    match s {
-        Ok(s) => format!("exit code {}", exit_code(s)),
-        Err(e) => e.to_string(),
-    }
 }
 
 /// SIGTERM (runc forwards it to the command), then SIGKILL after a grace period.

@@ -1,93 +1,54 @@
-//! Terminals for `exec -t`: `runc exec --tty --console-socket S` creates the pseudo-terminal
-//! inside the container and sends its master end over the unix socket S (SCM_RIGHTS).
+//! Terminals for `exec -t`. runc accepts a console socket only for detached processes, whose
+//! exit status would then be lost; so `runc exec --tty` runs attached, on a pseudo-terminal of
+//! ours as its stdio and controlling terminal. runc bridges it to the container's terminal and
+//! copies our terminal's size over on SIGWINCH, which the kernel sends it when we resize.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Stdio;
 
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 
 use super::channel::Size;
-
-/// How long runc may take to send the terminal once it has connected.
-const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A listening console socket, removed when dropped.
-pub struct ConsoleSocket {
-    path: PathBuf,
-    listener: tokio::net::UnixListener,
-}
-
-impl ConsoleSocket {
-    pub fn bind(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{}.sock", uuid::Uuid::new_v4().simple()));
-        let listener = tokio::net::UnixListener::bind(&path)?;
-        Ok(ConsoleSocket { path, listener })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The terminal master runc sends on its first connection.
-    pub async fn receive(&self) -> io::Result<OwnedFd> {
-        let (stream, _) = self.listener.accept().await?;
-        let stream = stream.into_std()?;
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(RECEIVE_TIMEOUT))?;
-        tokio::task::spawn_blocking(move || receive_fd(&stream))
-            .await
-            .map_err(io::Error::other)?
-    }
-}
-
-impl Drop for ConsoleSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn receive_fd(stream: &UnixStream) -> io::Result<OwnedFd> {
-    // runc sends the terminal's name as data alongside the descriptor.
-    let mut name = [0u8; 4096];
-    let mut iov = [io::IoSliceMut::new(&mut name)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut received: Vec<OwnedFd> = Vec::new();
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY: the kernel just installed these descriptors in this process for us;
-            // nothing else owns them.
-            received.extend(
-                fds.into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    received
-        .into_iter()
-        .next()
-        .ok_or_else(|| io::Error::other("runc sent no terminal on the console socket"))
-}
 
 /// The master end of an exec's terminal.
 pub struct Terminal {
     master: OwnedFd,
 }
 
-impl Terminal {
-    pub fn new(master: OwnedFd) -> Self {
-        Terminal { master }
-    }
+/// runc's side of a terminal: its stdin, stdout and stderr.
+pub struct Slave {
+    fd: OwnedFd,
+}
 
+impl Slave {
+    pub fn stdio(&self) -> io::Result<Stdio> {
+        Ok(Stdio::from(self.fd.try_clone()?))
+    }
+}
+
+/// A new terminal pair, raw (runc's side only relays bytes; the container's terminal echoes
+/// and translates).
+pub fn open() -> io::Result<(Terminal, Slave)> {
+    let pty = nix::pty::openpty(None, None)?;
+    let mut t = tcgetattr(&pty.slave)?;
+    cfmakeraw(&mut t);
+    tcsetattr(&pty.slave, SetArg::TCSANOW, &t)?;
+    Ok((Terminal { master: pty.master }, Slave { fd: pty.slave }))
+}
+
+/// In the child before exec: a new session whose controlling terminal is stdin (the slave),
+/// so that resizes signal runc.
+pub fn make_controlling() -> io::Result<()> {
+    nix::unistd::setsid()?;
+    // SAFETY: TIOCSCTTY takes an integer argument and touches no memory of ours.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Terminal {
     /// A handle for reading or writing (each its own descriptor, so both can block at once).
     pub fn file(&self) -> io::Result<tokio::fs::File> {
         Ok(tokio::fs::File::from_std(std::fs::File::from(
