@@ -378,6 +378,38 @@ async fn exec_runs_commands_with_stdio_and_exit_codes() {
     assert_eq!(r.protocol.as_deref(), Some("v4.channel.k8s.io"));
     assert_eq!(r.status()["details"]["causes"][0]["message"], "7");
 
+    // A client that leaves stops its command.
+    let mut req = exec_url(node.port, path, &["sleep", "1001"], "stdout=1")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().expect("header"),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    let ps = || async {
+        ws_exec(
+            &exec_url(node.port, path, &["ps"], "stdout=1"),
+            "v5.channel.k8s.io",
+            &[],
+        )
+        .await
+        .expect("ps")
+        .stdout()
+    };
+    let deadline = Instant::now() + WAIT;
+    while !ps().await.contains("sleep 1001") {
+        assert!(Instant::now() < deadline, "sleep 1001 never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(ws);
+    while ps().await.contains("sleep 1001") {
+        assert!(Instant::now() < deadline, "sleep 1001 outlived its client");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Refused before the upgrade: unknown container, no command.
     for url in [
         exec_url(node.port, "/exec/default/web/nope", &["true"], "stdout=1"),
@@ -621,6 +653,54 @@ async fn api_server_proxies_logs_and_exec_for_kubectl() {
             "{out:?}"
         );
     }
+    if let Some(k) = kubectl(33) {
+        follow_with_kubectl(&node, &k, &kubeconfig).await;
+    }
     drop(servers);
     node.stop().await;
+}
+
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<String> {
+    tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("a line within the deadline")
+        .expect("read")
+}
+
+/// `kubectl logs -f` through the API server: lines as they are written, and the end when
+/// the container exits.
+async fn follow_with_kubectl(node: &Node, k: &Path, kubeconfig: &Path) {
+    use std::io::Write;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(k)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", "proxy", "logs", "-f", "web"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl logs -f");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for want in ["one", "two", "three"] {
+        assert_eq!(next_line(&mut lines).await.as_deref(), Some(want));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(node.log_file())
+        .expect("open log");
+    f.write_all(b"2020-01-02T03:04:06.000000001Z stdout F followed\n")
+        .expect("append");
+    assert_eq!(next_line(&mut lines).await.as_deref(), Some("followed"));
+    let exit = node.dirs.bundle(&node.uid, &node.container.id).join("exit");
+    std::fs::write(exit, "0").expect("exit file");
+    assert_eq!(next_line(&mut lines).await, None);
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("kubectl exited")
+        .expect("wait");
+    assert!(status.success(), "{status}");
 }

@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 
 pub const RUNC: &str = "/usr/sbin/runc";
 pub const BUSYBOX: &str = "/usr/bin/busybox";
-const APPLETS: &[&str] = &["sh", "cat", "echo", "sleep", "hostname", "stty", "test"];
+const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "sleep", "hostname", "stty", "test", "ps",
+];
 
 /// Whether containers can be run here; with `SKIFF_E2E_REQUIRED=1` a missing piece fails.
 pub fn available() -> bool {
