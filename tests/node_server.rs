@@ -378,6 +378,22 @@ async fn exec_runs_commands_with_stdio_and_exit_codes() {
     assert_eq!(r.protocol.as_deref(), Some("v4.channel.k8s.io"));
     assert_eq!(r.status()["details"]["causes"][0]["message"], "7");
 
+    // The oldest protocol reports only failures, as text.
+    let r = ws_exec(
+        &exec_url(node.port, path, &["sh", "-c", "exit 4"], "stdout=1"),
+        "channel.k8s.io",
+        &[],
+    )
+    .await
+    .expect("exec v1");
+    assert_eq!(r.protocol.as_deref(), Some("channel.k8s.io"));
+    let text = String::from_utf8_lossy(&r.status);
+    assert!(
+        text.starts_with("command terminated with non-zero exit code"),
+        "{text}"
+    );
+    assert!(text.ends_with("exit code 4"), "{text}");
+
     // A client that leaves stops its command.
     let mut req = exec_url(node.port, path, &["sleep", "1001"], "stdout=1")
         .into_client_request()
