@@ -406,3 +406,122 @@ async fn a_deployment_created_with_kubectl_becomes_ready() {
         .any(|l| l.starts_with("container_memory_working_set_bytes{") && l.contains("pod=\"web-")));
     assert!(metrics.contains("kubelet_pod_start_duration_seconds_count"));
 }
+
+const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+
+fn kubectl(bin: &str, host: &NodeHost, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(host.kubeconfig())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).expect("stdin");
+    }
+    child.wait_with_output().expect("kubectl output")
+}
+
+#[tokio::test]
+async fn kubectl_logs_and_exec_reach_the_containers() {
+    if !root_or_skip("kubectl_logs_and_exec_reach_the_containers") {
+        return;
+    }
+    let host = NodeHost::start("");
+    let api: Api<Pod> = Api::namespaced(host.client(), "default");
+    let looping = json!({ "containers": [{ "name": "c", "image": IMAGE,
+        "command": ["sh", "-c", "echo hello-from-$HOSTNAME; echo bye; sleep 1; exit 1"] }] });
+    let ticking = json!({ "restartPolicy": "Never", "containers": [{ "name": "c", "image": IMAGE,
+        "command": ["sh", "-c", "sleep 1; for i in 1 2 3; do echo tick-$i; sleep 0.3; done"] }] });
+    let shell =
+        json!({ "containers": [{ "name": "c", "image": IMAGE, "command": ["sleep", "3600"] }] });
+    for (name, spec) in [("looping", looping), ("ticking", ticking), ("shell", shell)] {
+        api.create(&PostParams::default(), &pod(name, spec))
+            .await
+            .expect("create");
+    }
+    // Follow a running container until it exits.
+    wait_pod(&api, "ticking", 60, |p| {
+        (phase(p) == "Running").then_some(())
+    })
+    .await;
+    for bin in [KUBECTL_127, KUBECTL_133] {
+        if bin == KUBECTL_133 {
+            // The second follow starts after the container exited: the whole log, then EOF.
+            wait_pod(&api, "ticking", 30, |p| {
+                (phase(p) == "Succeeded").then_some(())
+            })
+            .await;
+        }
+        let out = kubectl(bin, &host, &["logs", "-f", "ticking"], None);
+        assert!(
+            out.status.success(),
+            "{bin} logs -f: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "tick-1\ntick-2\ntick-3\n",
+            "{bin}"
+        );
+    }
+    // Current and previous container's logs after a restart.
+    wait_pod(&api, "looping", 60, |p| {
+        (container(p, "c")?.restart_count >= 1).then_some(())
+    })
+    .await;
+    for bin in [KUBECTL_127, KUBECTL_133] {
+        let out = kubectl(bin, &host, &["logs", "--previous", "looping"], None);
+        assert!(
+            out.status.success(),
+            "{bin}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello-from-looping\nbye\n"
+        );
+        let out = kubectl(bin, &host, &["logs", "looping", "-c", "c"], None);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("hello-from-looping"),
+            "{bin}"
+        );
+    }
+    // Exec over WebSocket (kubectl 1.33): output, stdin, exit code.
+    wait_pod(&api, "shell", 60, |p| ready(p).then_some(())).await;
+    let out = kubectl(
+        KUBECTL_133,
+        &host,
+        &["exec", "shell", "--", "cat", "/etc/hostname"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "shell");
+    let out = kubectl(
+        KUBECTL_133,
+        &host,
+        &["exec", "-i", "shell", "--", "sh", "-c", "cat; exit 3"],
+        Some("piped through\n"),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped through\n");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

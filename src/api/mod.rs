@@ -10,6 +10,7 @@ mod object;
 mod patch;
 mod path;
 mod protobuf;
+mod proxy;
 mod resources;
 mod selectors;
 mod state;

@@ -8,6 +8,7 @@ use super::body;
 use super::handlers::{guaranteed_update, respond, Ctx};
 use super::object;
 use super::patch::{self, PatchType};
+use super::proxy;
 use super::resources::Sub;
 use super::status::ApiError;
 
@@ -52,22 +53,14 @@ pub async fn handle(
             let b = body::decode(ctx.content_type(), &body::read(payload).await?)?;
             bind(ctx, &b).await
         }
-        (Sub::Log | Sub::Exec, _) => {
-            let (obj, _) = ctx.load().await?;
-            let node = obj
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            if node.is_empty() {
-                return Err(ApiError::BadRequest(format!(
-                    "pod {} does not have a host assigned",
-                    ctx.name()
-                )));
-            }
-            Err(ApiError::Unavailable(format!(
-                "the node agent of {node} does not serve pod {} yet",
-                sub.name()
-            )))
+        (Sub::Log, "get") => {
+            let (pod, _) = ctx.load().await?;
+            proxy::log(ctx, &pod).await
+        }
+        // GET for WebSocket (kubectl 1.30+), POST for SPDY.
+        (Sub::Exec, "get" | "create") => {
+            let (pod, _) = ctx.load().await?;
+            proxy::exec(ctx, &pod, payload).await
         }
         _ => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on {}/{}",

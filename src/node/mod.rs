@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod registration;
 pub mod runtime;
 pub mod sandbox;
+pub mod server;
 pub mod worker;
 
 use std::sync::Arc;
@@ -166,6 +167,9 @@ pub fn start(
         max_pods: node.max_pods,
         runtime_version,
     };
+    // Logs and exec for the API server's pods/log and pods/exec.
+    let server = server::serve(node.listen_addr, dirs.clone(), node.runtime.clone())?;
+    actix::spawn(server);
     let ctx = Arc::new(NodeContext {
         client,
         node_name: cfg.node_name.clone(),
