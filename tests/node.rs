@@ -387,11 +387,19 @@ async fn a_deployment_created_with_kubectl_becomes_ready() {
     ]);
     let ips: Vec<&str> = ips.split_whitespace().collect();
     assert_eq!(ips.len(), 3);
+    // No readiness probe: Ready can come a moment before httpd listens.
     for ip in ips {
-        let (code, _) = host
-            .http_get(format!("{ip}:8080"), "/")
-            .expect("HTTP to replica");
-        assert!(code == 404 || code == 200, "replica {ip} answered {code}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match host.http_get(format!("{ip}:8080"), "/") {
+                Some((code, _)) => {
+                    assert!(code == 404 || code == 200, "replica {ip} answered {code}");
+                    break;
+                }
+                None => assert!(Instant::now() < deadline, "replica {ip} does not answer"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     // The node's metrics count the pods and report container usage from cgroups.
     let (_, metrics) = host
@@ -523,5 +531,97 @@ async fn kubectl_logs_and_exec_reach_the_containers() {
         Some(3),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn init_containers_configmaps_secrets_and_env_reach_the_app() {
+    if !root_or_skip("init_containers_configmaps_secrets_and_env_reach_the_app") {
+        return;
+    }
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let host = NodeHost::start("");
+    let client = host.client();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({ "metadata": { "name": "settings" }, "data": { "greeting": "hi", "page.html": "from-configmap" } })).expect("cm");
+    let secret: Secret = serde_json::from_value(
+        json!({ "metadata": { "name": "creds" }, "stringData": { "password": "s3cret" } }),
+    )
+    .expect("secret");
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("configmap");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    let api: Api<Pod> = Api::namespaced(client, "default");
+    let spec = json!({
+        "initContainers": [
+            { "name": "first", "image": IMAGE, "command": ["sh", "-c", "echo first > /work/order"], "volumeMounts": [{ "name": "work", "mountPath": "/work" }] },
+            { "name": "second", "image": IMAGE, "command": ["sh", "-c", "echo second >> /work/order"], "volumeMounts": [{ "name": "work", "mountPath": "/work" }] },
+        ],
+        "containers": [{
+            "name": "app", "image": IMAGE,
+            "command": ["sh", "-c", "echo \"$GREETING $PASSWORD $POD_NAME $POD_IP $NODE $0 $1\" > /work/env; cp /config/page.html /work/; cat /secret/password > /work/secret; exec httpd -f -p 8080 -h /work"],
+            "args": ["$(GREETING)", "$(MISSING)"],
+            "workingDir": "/work",
+            "env": [
+                { "name": "GREETING", "valueFrom": { "configMapKeyRef": { "name": "settings", "key": "greeting" } } },
+                { "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "creds", "key": "password" } } },
+                { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+                { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
+                { "name": "NODE", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } },
+            ],
+            "resources": { "limits": { "memory": "64Mi", "cpu": "500m" } },
+            "volumeMounts": [
+                { "name": "work", "mountPath": "/work" },
+                { "name": "config", "mountPath": "/config" },
+                { "name": "secret", "mountPath": "/secret", "readOnly": true },
+            ],
+        }],
+        "volumes": [
+            { "name": "work", "emptyDir": {} },
+            { "name": "config", "configMap": { "name": "settings" } },
+            { "name": "secret", "secret": { "secretName": "creds" } },
+        ],
+    });
+    api.create(&PostParams::default(), &pod("init", spec))
+        .await
+        .expect("create");
+    let ip = wait_pod(&api, "init", 60, |p| ready(p).then(|| pod_ip(p)).flatten()).await;
+    let get = |path: &'static str| host.http_get(format!("{ip}:8080"), path).map(|(_, b)| b);
+    assert_eq!(
+        get("/order").as_deref(),
+        Some("first\nsecond\n"),
+        "init containers ran in order"
+    );
+    assert_eq!(
+        get("/env").as_deref(),
+        Some(format!("hi s3cret init {ip} n1 hi $(MISSING)\n").as_str())
+    );
+    assert_eq!(get("/page.html").as_deref(), Some("from-configmap"));
+    assert_eq!(get("/secret").as_deref(), Some("s3cret"));
+    let p = api.get("init").await.expect("get");
+    let inits = p
+        .status
+        .and_then(|s| s.init_container_statuses)
+        .expect("init statuses");
+    assert!(inits.iter().all(|s| s
+        .state
+        .as_ref()
+        .and_then(|st| st.terminated.as_ref())
+        .is_some_and(|t| t.exit_code == 0 && t.reason.as_deref() == Some("Completed"))));
+    // The memory limit is the container's cgroup limit.
+    let (_, metrics) = host
+        .http_get("127.0.0.1:9101", "/metrics")
+        .expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("container_cpu_usage_seconds_total{")
+                && l.contains("pod=\"init\"")),
+        "{metrics}"
     );
 }
