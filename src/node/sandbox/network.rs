@@ -144,12 +144,18 @@ pub async fn attach(p: &PodNet<'_>) -> Result<(), SandboxError> {
         .await
         .map_err(|e| nl("veth onto bridge", e))?;
     let (ip, prefix, gw) = (p.ip, p.prefix, p.gateway);
-    netns::run_in(p.netns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(inside(peer, ip, prefix, gw))
+    let path = p.netns.to_path_buf();
+    // The namespace switch needs a thread of its own; keep the agent's thread free meanwhile.
+    tokio::task::spawn_blocking(move || {
+        netns::run_in(&path, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(inside(peer, ip, prefix, gw))
+        })
     })
+    .await
+    .map_err(|e| SandboxError::Sys(format!("netns task: {e}")))?
 }
 
 /// Inside the pod: `lo` up, the peer renamed `eth0`, address, default route.
