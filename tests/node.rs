@@ -625,3 +625,67 @@ async fn init_containers_configmaps_secrets_and_env_reach_the_app() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_agent_only_node_joins_and_runs_pods() {
+    if !root_or_skip("an_agent_only_node_joins_and_runs_pods") {
+        return;
+    }
+    use k8s_openapi::api::core::v1::Node;
+    let mut host = NodeHost::start("");
+    host.start_agent("n2", 1);
+    let nodes: Api<Node> = Api::all(host.client());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = nodes
+            .get_opt("n2")
+            .await
+            .expect("get node")
+            .is_some_and(|n| {
+                let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+                let conds = n.status.and_then(|s| s.conditions).unwrap_or_default();
+                cidr.as_deref() == Some("10.244.1.0/24")
+                    && conds
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "agent node n2 not Ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let api: Api<Pod> = Api::namespaced(host.client(), "default");
+    let spec = json!({
+        "nodeSelector": { "kubernetes.io/hostname": "n2" },
+        "containers": [{ "name": "c", "image": IMAGE, "command": ["sh", "-c", "echo on-agent; exec httpd -f -p 8080 -h /etc"] }],
+    });
+    api.create(&PostParams::default(), &pod("remote", spec))
+        .await
+        .expect("create");
+    let ip = wait_pod(&api, "remote", 60, |p| {
+        ready(p).then(|| pod_ip(p)).flatten()
+    })
+    .await;
+    assert!(ip.starts_with("10.244.1."), "pod IP {ip} from n2's subnet");
+    let p = api.get("remote").await.expect("get");
+    assert_eq!(p.spec.and_then(|s| s.node_name).as_deref(), Some("n2"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host
+        .http_get(format!("{ip}:8080"), "/hostname")
+        .map(|(_, b)| b)
+        .as_deref()
+        != Some("remote\n")
+    {
+        assert!(Instant::now() < deadline, "pod on n2 does not answer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Logs come from n2's kubelet port through the API server.
+    let out = kubectl(KUBECTL_133, &host, &["logs", "remote"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "on-agent\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

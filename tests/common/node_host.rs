@@ -142,6 +142,8 @@ pub struct NodeHost {
     config: PathBuf,
     server: Option<Child>,
     registry: Option<Child>,
+    /// More processes in the namespace (agents), killed on drop.
+    extra: Vec<Child>,
 }
 
 /// The busybox OCI layout, built once per test process.
@@ -189,10 +191,37 @@ impl NodeHost {
             config,
             server: None,
             registry: None,
+            extra: Vec::new(),
         };
         host.start_registry();
         host.start_server();
         host
+    }
+
+    /// Starts `skiff agent` NAME in the namespace, against this host's API, with its own
+    /// pod subnet and bridge; `index` picks distinct ports and subnet.
+    pub fn start_agent(&mut self, name: &str, index: u8) {
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "node_name = \"{name}\"\ndata_dir = \"{data}\"\nhttp_listen_addr = \"127.0.0.1:{http}\"\n[node]\naddress = \"127.0.0.1\"\npod_cidr = \"10.244.{index}.0/24\"\nbridge = \"cni{index}\"\nlisten_addr = \"127.0.0.1:{kubelet}\"\nrun_dir = \"{run}\"\ninsecure_registries = [\"{REGISTRY}\"]\nlease_renew_seconds = 2\nstatus_update_seconds = 2\n",
+                data = self.dir.path().join(name).display(),
+                http = 9101 + index as u16,
+                kubelet = 10250 + index as u16,
+                run = self.dir.path().join("run").display(),
+            ),
+        )
+        .expect("agent config");
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["agent", "--server", "http://127.0.0.1:6443", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = self.tied_in_ns(cmd);
+        self.extra.push(child);
     }
 
     fn tied_in_ns(&self, mut cmd: Command) -> Child {
@@ -336,22 +365,28 @@ impl NodeHost {
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("data/node")
     }
-
-    fn runc_root(&self) -> PathBuf {
-        self.dir.path().join("run/n1/runc")
-    }
 }
 
 impl Drop for NodeHost {
     fn drop(&mut self) {
         self.kill_server();
-        let root = self.runc_root();
-        if let Ok(out) = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output()
-        {
+        for mut c in self.extra.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Every node of this host keeps its runc state under run/<node>/runc.
+        let roots: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("run"))
+            .map(|d| d.flatten().map(|e| e.path().join("runc")).collect())
+            .unwrap_or_default();
+        for root in roots {
+            let Ok(out) = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["list", "-q"])
+                .output()
+            else {
+                continue;
+            };
             for id in String::from_utf8_lossy(&out.stdout).lines() {
                 let _ = Command::new("runc")
                     .arg("--root")
@@ -364,14 +399,18 @@ impl Drop for NodeHost {
             let _ = r.kill();
             let _ = r.wait();
         }
-        // Pod namespaces (named by pod UID) and rootfs overlays of this host.
-        let uids: Vec<String> = std::fs::read_dir(self.state_dir().join("pods"))
+        // Pod namespaces (named by pod UID) and rootfs overlays of every node of this host.
+        let uids: Vec<String> = std::fs::read_dir(self.dir.path())
             .map(|d| {
                 d.flatten()
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()
+                    .map(|e| e.path().join("node/pods"))
+                    .collect::<Vec<_>>()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| std::fs::read_dir(p).ok())
+            .flat_map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()))
+            .collect();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let prefix = self.dir.path().display().to_string();
         for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
