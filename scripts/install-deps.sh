@@ -8,7 +8,8 @@ set -euo pipefail
 # docker-registry, skopeo, busybox-static: the image tests run a local registry (on their own
 # loopback port; a packaged service the install may start is not used) and push a busybox image
 # built by scripts/build-busybox-image.sh to it.
-packages=(protobuf-compiler runc docker-registry skopeo busybox-static "$@")
+# iproute2, util-linux: `ip netns` and `nsenter` for the tests' network namespaces.
+packages=(protobuf-compiler runc docker-registry skopeo busybox-static iproute2 util-linux "$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -56,6 +56,8 @@ impl Server {
             format!("--peer-listen-addr=127.0.0.1:{peer}"),
             format!("--http-listen-addr=127.0.0.1:{http}"),
             format!("--api-addr=127.0.0.1:{}", free_port()),
+            // The node agent is tested in tests/node.rs, inside a network namespace.
+            "--set=node.enabled=false".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = data_dir.with_extension("log");
@@ -377,6 +379,8 @@ fn damaged_or_foreign_data_dir_makes_the_server_exit_with_a_clear_message() {
             format!("--peer-listen-addr=127.0.0.1:{}", free_port()),
             format!("--http-listen-addr=127.0.0.1:{}", free_port()),
             format!("--api-addr=127.0.0.1:{}", free_port()),
+            // The node agent is tested in tests/node.rs, inside a network namespace.
+            "--set=node.enabled=false".into(),
         ];
         args.extend(flags.iter().map(|f| f.to_string()));
         let o = Command::new(BIN)

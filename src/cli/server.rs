@@ -34,16 +34,23 @@ fn flag_overrides(a: &ServerArgs) -> Result<Vec<(String, Value)>, CliError> {
     if let Some(members) = &a.initial_cluster {
         out.push(("initial_cluster".into(), Value::from(members.clone())));
     }
-    for kv in &a.set {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| crate::config::ConfigError::Invalid {
-                key: kv.clone(),
-                reason: "--set takes KEY=VALUE".into(),
-            })?;
-        out.push((k.trim().into(), Value::from(v)));
-    }
+    out.extend(set_overrides(&a.set)?);
     Ok(out)
+}
+
+/// `--set KEY=VALUE` flags as config overrides.
+fn set_overrides(set: &[String]) -> Result<Vec<(String, Value)>, CliError> {
+    set.iter()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| crate::config::ConfigError::Invalid {
+                    key: kv.clone(),
+                    reason: "--set takes KEY=VALUE".into(),
+                })?;
+            Ok((k.trim().into(), Value::from(v)))
+        })
+        .collect()
 }
 
 fn init_logging() {
@@ -189,15 +196,7 @@ pub fn run_agent(args: super::AgentArgs) -> Result<(), CliError> {
     if let Some(d) = &args.data_dir {
         flags.push(("data_dir".into(), Value::from(d.as_str())));
     }
-    for kv in &args.set {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| crate::config::ConfigError::Invalid {
-                key: kv.clone(),
-                reason: "--set takes KEY=VALUE".into(),
-            })?;
-        flags.push((k.trim().into(), Value::from(v)));
-    }
+    flags.extend(set_overrides(&args.set)?);
     let cfg = Config::load(args.config.as_deref(), &flags)?;
     init_logging();
     let registry = Registry::new();

@@ -186,7 +186,16 @@ impl PodWorker {
         let started = s.started_instant.unwrap_or_else(Instant::now);
         let (verdict, next) = s
             .probes
-            .tick(c, started, &ip, &runtime, &id, Instant::now())
+            .tick(
+                &super::probes::Target {
+                    container: c,
+                    started_at: started,
+                    pod_ip: &ip,
+                    runtime: &runtime,
+                    id: &id,
+                },
+                Instant::now(),
+            )
             .await;
         if let Verdict::Restart(why) = verdict {
             info!(pod = %self.name, container = %c.name, reason = %why, "killing container");

@@ -214,10 +214,18 @@ impl PodWorker {
             }),
             ..Default::default()
         };
-        match api.delete(&self.name, &dp).await {
-            Ok(_) => info!(pod = %format!("{}/{}", self.namespace, self.name), "pod deleted"),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => warn!(pod = %self.name, error = %e, "final delete failed"),
+        // A few tries: if all fail, the pod stays marked and the next agent start (or a
+        // new event for it) finishes the job.
+        for attempt in 0..5u32 {
+            match api.delete(&self.name, &dp).await {
+                Ok(_) => {
+                    info!(pod = %format!("{}/{}", self.namespace, self.name), "pod deleted");
+                    return;
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return,
+                Err(e) => warn!(pod = %self.name, error = %e, attempt, "final delete failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }
     }
 }

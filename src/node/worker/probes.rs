@@ -88,13 +88,18 @@ async fn http_get(ip: &str, port: u16, path: &str, host: Option<&str>) -> Result
 }
 
 /// Runs one probe once.
-pub async fn run_once(
-    p: &Probe,
-    c: &Container,
-    ip: &str,
-    runtime: &Runtime,
-    id: &str,
-) -> Result<(), String> {
+/// What a probe runs against: a running container of the pod.
+pub struct Target<'a> {
+    pub container: &'a Container,
+    pub started_at: Instant,
+    pub pod_ip: &'a str,
+    pub runtime: &'a Runtime,
+    /// runc id.
+    pub id: &'a str,
+}
+
+pub async fn run_once(p: &Probe, t: &Target<'_>) -> Result<(), String> {
+    let (c, ip, runtime, id) = (t.container, t.pod_ip, t.runtime, t.id);
     let timeout = secs(p.timeout_seconds, 1).max(Duration::from_secs(1));
     let work = async {
         if let Some(h) = &p.http_get {
@@ -127,15 +132,8 @@ pub async fn run_once(
 
 impl ProbeState {
     /// Runs the probes that are due; returns the verdict and the next time one is due.
-    pub async fn tick(
-        &mut self,
-        c: &Container,
-        started_at: Instant,
-        ip: &str,
-        runtime: &Runtime,
-        id: &str,
-        now: Instant,
-    ) -> (Verdict, Option<Instant>) {
+    pub async fn tick(&mut self, t: &Target<'_>, now: Instant) -> (Verdict, Option<Instant>) {
+        let c = t.container;
         let mut next: Option<Instant> = None;
         let mut soonest = |t: Option<Instant>| {
             if let Some(t) = t {
@@ -146,7 +144,7 @@ impl ProbeState {
             match &c.startup_probe {
                 None => self.started = true,
                 Some(p) => {
-                    let r = step(&mut self.startup, p, c, started_at, ip, runtime, id, now).await;
+                    let r = step(&mut self.startup, p, t, now).await;
                     soonest(self.startup.next);
                     match r {
                         Some(true) => self.started = true,
@@ -159,7 +157,7 @@ impl ProbeState {
             }
         }
         if let Some(p) = &c.liveness_probe {
-            let r = step(&mut self.liveness, p, c, started_at, ip, runtime, id, now).await;
+            let r = step(&mut self.liveness, p, t, now).await;
             soonest(self.liveness.next);
             if r == Some(false) {
                 let why = std::mem::take(&mut self.liveness.last_error);
@@ -172,7 +170,7 @@ impl ProbeState {
         match &c.readiness_probe {
             None => self.ready = true,
             Some(p) => {
-                let r = step(&mut self.readiness, p, c, started_at, ip, runtime, id, now).await;
+                let r = step(&mut self.readiness, p, t, now).await;
                 soonest(self.readiness.next);
                 if let Some(ok) = r {
                     self.ready = ok;
@@ -185,25 +183,15 @@ impl ProbeState {
 
 /// One probe, if due: `Some(true)` once successThreshold successes in a row, `Some(false)`
 /// once failureThreshold failures in a row, `None` otherwise.
-#[allow(clippy::too_many_arguments)]
-async fn step(
-    k: &mut Counter,
-    p: &Probe,
-    c: &Container,
-    started_at: Instant,
-    ip: &str,
-    runtime: &Runtime,
-    id: &str,
-    now: Instant,
-) -> Option<bool> {
+async fn step(k: &mut Counter, p: &Probe, t: &Target<'_>, now: Instant) -> Option<bool> {
     let due = *k
         .next
-        .get_or_insert(started_at + secs(p.initial_delay_seconds, 0));
+        .get_or_insert(t.started_at + secs(p.initial_delay_seconds, 0));
     if now < due {
         return None;
     }
     k.next = Some(now + secs(p.period_seconds, 10).max(Duration::from_secs(1)));
-    match run_once(p, c, ip, runtime, id).await {
+    match run_once(p, t).await {
         Ok(()) => {
             k.failures = 0;
             k.successes += 1;
