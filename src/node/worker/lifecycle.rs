@@ -79,12 +79,16 @@ impl PodWorker {
     }
 
     async fn setup(&mut self, pod: &Pod) -> Result<(), NodeError> {
-        if self.pod_ip.is_none() || !netns::is_mounted(&NodeDirs::netns(&self.uid)) {
-            let ip = self.ctx.sandboxes.setup(&self.uid).await?;
-            let dir = self.ctx.dirs.pod(&self.uid);
-            std::fs::create_dir_all(&dir)?;
-            std::fs::write(dir.join("ip"), ip.to_string())?;
-            self.pod_ip = Some(ip.to_string());
+        // Checked once per worker (reading the mount table on every pass is not free).
+        if !self.sandbox_ready {
+            if self.pod_ip.is_none() || !netns::is_mounted(&NodeDirs::netns(&self.uid)) {
+                let ip = self.ctx.sandboxes.setup(&self.uid).await?;
+                let dir = self.ctx.dirs.pod(&self.uid);
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("ip"), ip.to_string())?;
+                self.pod_ip = Some(ip.to_string());
+            }
+            self.sandbox_ready = true;
         }
         if self.volumes.is_none() {
             let root = self.ctx.dirs.volumes(&self.uid);
