@@ -315,7 +315,10 @@ impl NodeHost {
             .stderr(log);
         self.server = Some(self.tied_in_ns(cmd));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.http_ok("127.0.0.1:9101", "/readyz") {
+        // Ready, and the bootstrap namespaces exist (created just after the API starts).
+        while !self.http_ok("127.0.0.1:9101", "/readyz")
+            || !self.http_ok("127.0.0.1:6443", "/api/v1/namespaces/default")
+        {
             if let Some(Ok(Some(st))) = self.server.as_mut().map(Child::try_wait) {
                 panic!("server exited: {st}\n{}", self.log());
             }
