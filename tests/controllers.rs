@@ -71,6 +71,23 @@ impl Env {
         text
     }
 
+    /// `kubectl create deployment` and wait until it is rolled out.
+    async fn deploy(&self, ns: &str, name: &str, image: &str, replicas: i32) {
+        self.ok(&[
+            "create",
+            "deployment",
+            name,
+            &format!("--image={image}"),
+            &format!("--replicas={replicas}"),
+            "-n",
+            ns,
+        ]);
+        until(Duration::from_secs(30), "rolled out", || {
+            rolled_out(self, ns, name, replicas)
+        })
+        .await;
+    }
+
     async fn namespace(&self, name: &str) {
         let ns: Namespace =
             serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
@@ -141,19 +158,7 @@ async fn rolled_out(e: &Env, ns: &str, name: &str, replicas: i32) -> bool {
 async fn deployment_creates_one_replicaset_and_spreads_pods_over_nodes() {
     let e = env(&[("node-a", "4"), ("node-b", "4"), ("node-c", "4")]).await;
     e.namespace("flow").await;
-    e.ok(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=busybox:1.36",
-        "--replicas=3",
-        "-n",
-        "flow",
-    ]);
-    until(Duration::from_secs(30), "3 available replicas", || {
-        rolled_out(&e, "flow", "web", 3)
-    })
-    .await;
+    e.deploy("flow", "web", "busybox:1.36", 3).await;
     let out = e.ok(&[
         "rollout",
         "status",
@@ -533,21 +538,7 @@ async fn cascading_deletion_background_foreground_and_orphan() {
     let e = env(&[("node-a", "4"), ("node-b", "4"), ("node-c", "4")]).await;
     e.namespace("gc").await;
     for name in ["bg", "fg", "orphan"] {
-        e.ok(&[
-            "create",
-            "deployment",
-            name,
-            "--image=busybox",
-            "--replicas=2",
-            "-n",
-            "gc",
-        ]);
-    }
-    for name in ["bg", "fg", "orphan"] {
-        until(Duration::from_secs(30), "rolled out", || {
-            rolled_out(&e, "gc", name, 2)
-        })
-        .await;
+        e.deploy("gc", name, "busybox", 2).await;
     }
     let owned_by = |pods: &[Pod], prefix: &str| {
         pods.iter()
@@ -590,19 +581,7 @@ async fn a_silent_node_is_tainted_and_its_pods_replaced_elsewhere() {
     )
     .await;
     e.namespace("loss").await;
-    e.ok(&[
-        "create",
-        "deployment",
-        "web",
-        "--image=busybox",
-        "--replicas=3",
-        "-n",
-        "loss",
-    ]);
-    until(Duration::from_secs(30), "rolled out", || {
-        rolled_out(&e, "loss", "web", 3)
-    })
-    .await;
+    e.deploy("loss", "web", "busybox", 3).await;
     let node = |p: &Pod| {
         p.spec
             .as_ref()

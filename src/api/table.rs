@@ -229,6 +229,28 @@ fn age(obj: &Value) -> String {
     age_of(s(obj, "/metadata/creationTimestamp"))
 }
 
+/// READY as `ready/desired` replicas.
+fn ready_of(o: &Value) -> String {
+    format!(
+        "{}/{}",
+        i(o, "/status/readyReplicas"),
+        i(o, "/spec/replicas")
+    )
+}
+
+/// A workload's row: NAME, its own columns, AGE, then the wide CONTAINERS, IMAGES (and
+/// SELECTOR) columns of its pod template.
+fn workload(o: &Value, name: Value, own: Vec<Value>, with_selector: bool) -> Vec<Value> {
+    let (c, im) = containers_images(o, "/spec/template/spec");
+    let mut row = vec![name];
+    row.extend(own);
+    row.extend([json!(age(o)), json!(c), json!(im)]);
+    if with_selector {
+        row.push(json!(selector(o)));
+    }
+    row
+}
+
 fn containers_images(obj: &Value, spec: &str) -> (String, String) {
     let cs = arr(obj, &format!("{spec}/containers"));
     let names: Vec<&str> = cs.iter().map(|c| s(c, "/name")).collect();
@@ -330,66 +352,40 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
     let name = json!(s(o, "/metadata/name"));
     match kind {
         "Pod" => pod_cells(o),
-        "Deployment" => {
-            let (c, im) = containers_images(o, "/spec/template/spec");
+        "Deployment" => workload(
+            o,
+            name,
             vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    i(o, "/status/readyReplicas"),
-                    i(o, "/spec/replicas")
-                )),
+                json!(ready_of(o)),
                 json!(i(o, "/status/updatedReplicas")),
                 json!(i(o, "/status/availableReplicas")),
-                json!(age(o)),
-                json!(c),
-                json!(im),
-                json!(selector(o)),
-            ]
-        }
-        "ReplicaSet" => {
-            let (c, im) = containers_images(o, "/spec/template/spec");
+            ],
+            true,
+        ),
+        "ReplicaSet" => workload(
+            o,
+            name,
             vec![
-                name,
                 json!(i(o, "/spec/replicas")),
                 json!(i(o, "/status/replicas")),
                 json!(i(o, "/status/readyReplicas")),
-                json!(age(o)),
-                json!(c),
-                json!(im),
-                json!(selector(o)),
-            ]
-        }
-        "DaemonSet" => {
-            let (c, im) = containers_images(o, "/spec/template/spec");
+            ],
+            true,
+        ),
+        "DaemonSet" => workload(
+            o,
+            name,
             vec![
-                name,
                 json!(i(o, "/status/desiredNumberScheduled")),
                 json!(i(o, "/status/currentNumberScheduled")),
                 json!(i(o, "/status/numberReady")),
                 json!(i(o, "/status/updatedNumberScheduled")),
                 json!(i(o, "/status/numberAvailable")),
                 json!(map_selector(o, "/spec/template/spec/nodeSelector")),
-                json!(age(o)),
-                json!(c),
-                json!(im),
-                json!(selector(o)),
-            ]
-        }
-        "StatefulSet" => {
-            let (c, im) = containers_images(o, "/spec/template/spec");
-            vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    i(o, "/status/readyReplicas"),
-                    i(o, "/spec/replicas")
-                )),
-                json!(age(o)),
-                json!(c),
-                json!(im),
-            ]
-        }
+            ],
+            true,
+        ),
+        "StatefulSet" => workload(o, name, vec![json!(ready_of(o))], false),
         "Service" => {
             let ty = s(o, "/spec/type");
             let external: Vec<String> = arr(o, "/status/loadBalancer/ingress")

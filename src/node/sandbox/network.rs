@@ -24,6 +24,15 @@ fn connect() -> Result<Handle, SandboxError> {
     Ok(handle)
 }
 
+/// Applies a link change (up, rename, move, attach to a bridge).
+async fn set_link(
+    h: &Handle,
+    msg: netlink_packet_route::link::LinkMessage,
+    what: &str,
+) -> Result<(), SandboxError> {
+    h.link().set(msg).execute().await.map_err(|e| nl(what, e))
+}
+
 async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, SandboxError> {
     let mut links = h.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
@@ -73,11 +82,12 @@ pub async fn ensure_bridge(
         }
     };
     add_addr(&h, index, gateway, prefix).await?;
-    h.link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(|e| nl("bridge up", e))
+    set_link(
+        &h,
+        LinkUnspec::new_with_index(index).up().build(),
+        "bridge up",
+    )
+    .await
 }
 
 /// The host end's name: unique per pod, within the 15-byte interface name limit.
@@ -117,15 +127,14 @@ pub async fn attach(p: &PodNet<'_>) -> Result<(), SandboxError> {
             .await?
             .ok_or_else(|| SandboxError::Netlink("veth peer vanished".into()))?;
         use std::os::fd::AsRawFd;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(peer_index)
-                    .setns_by_fd(ns.as_raw_fd())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(|e| nl("move veth into pod", e))?;
+        set_link(
+            &h,
+            LinkUnspec::new_with_index(peer_index)
+                .setns_by_fd(ns.as_raw_fd())
+                .build(),
+            "move veth into pod",
+        )
+        .await?;
     }
     let bridge = link_index(&h, p.bridge)
         .await?
@@ -133,16 +142,15 @@ pub async fn attach(p: &PodNet<'_>) -> Result<(), SandboxError> {
     let index = link_index(&h, &host)
         .await?
         .ok_or_else(|| SandboxError::Netlink("veth vanished".into()))?;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .controller(bridge)
-                .up()
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(|e| nl("veth onto bridge", e))?;
+    set_link(
+        &h,
+        LinkUnspec::new_with_index(index)
+            .controller(bridge)
+            .up()
+            .build(),
+        "veth onto bridge",
+    )
+    .await?;
     let (ip, prefix, gw) = (p.ip, p.prefix, p.gateway);
     let path = p.netns.to_path_buf();
     // The namespace switch needs a thread of its own; keep the agent's thread free meanwhile.
@@ -162,11 +170,7 @@ pub async fn attach(p: &PodNet<'_>) -> Result<(), SandboxError> {
 async fn inside(peer: String, ip: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> Result<(), SandboxError> {
     let h = connect()?;
     if let Some(lo) = link_index(&h, "lo").await? {
-        h.link()
-            .set(LinkUnspec::new_with_index(lo).up().build())
-            .execute()
-            .await
-            .map_err(|e| nl("lo up", e))?;
+        set_link(&h, LinkUnspec::new_with_index(lo).up().build(), "lo up").await?;
     }
     let eth0 = match link_index(&h, "eth0").await? {
         Some(i) => i,
@@ -174,24 +178,19 @@ async fn inside(peer: String, ip: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> Result<
             let i = link_index(&h, &peer)
                 .await?
                 .ok_or_else(|| SandboxError::Netlink("veth peer missing in pod".into()))?;
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(i)
-                        .name("eth0".to_string())
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(|e| nl("rename eth0", e))?;
+            set_link(
+                &h,
+                LinkUnspec::new_with_index(i)
+                    .name("eth0".to_string())
+                    .build(),
+                "rename eth0",
+            )
+            .await?;
             i
         }
     };
     add_addr(&h, eth0, ip, prefix).await?;
-    h.link()
-        .set(LinkUnspec::new_with_index(eth0).up().build())
-        .execute()
-        .await
-        .map_err(|e| nl("eth0 up", e))?;
+    set_link(&h, LinkUnspec::new_with_index(eth0).up().build(), "eth0 up").await?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
     match h.route().add(route).execute().await {
         Err(e) if !exists(&e) => Err(nl("default route", e)),

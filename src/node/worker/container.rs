@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::probes::ProbeState;
 use crate::node::image::ImageRecord;
@@ -80,21 +81,17 @@ pub fn runc_id(uid: &str, name: &str, attempt: u32) -> String {
     format!("{uid}_{name}_{attempt}")
 }
 
-fn limit(c: &Container, res: &str, scale: f64) -> Option<i64> {
-    let r = c.resources.as_ref()?;
-    r.limits
-        .as_ref()
-        .and_then(|l| l.get(res))
-        .and_then(|q| parse_quantity(&q.0, scale))
+fn quantity(map: Option<&BTreeMap<String, Quantity>>, res: &str, scale: f64) -> Option<i64> {
+    map?.get(res).and_then(|q| parse_quantity(&q.0, scale))
 }
 
+fn limit(c: &Container, res: &str, scale: f64) -> Option<i64> {
+    quantity(c.resources.as_ref()?.limits.as_ref(), res, scale)
+}
+
+/// The request, or the limit when only that is set (upstream defaulting).
 fn request(c: &Container, res: &str, scale: f64) -> Option<i64> {
-    let r = c.resources.as_ref()?;
-    r.requests
-        .as_ref()
-        .and_then(|l| l.get(res))
-        .and_then(|q| parse_quantity(&q.0, scale))
-        .or_else(|| limit(c, res, scale))
+    quantity(c.resources.as_ref()?.requests.as_ref(), res, scale).or_else(|| limit(c, res, scale))
 }
 
 pub struct SpecInput<'a> {

@@ -171,45 +171,39 @@ pub async fn environment(
         }
     }
     for e in c.env.iter().flatten() {
-        let value = match &e.value_from {
-            None => expand(e.value.as_deref().unwrap_or(""), &vars),
-            Some(from) => {
-                if let Some(f) = &from.field_ref {
-                    field_ref(pod, &f.field_path, pod_ip)?
-                } else if let Some(r) = &from.config_map_key_ref {
-                    let v = lookup
-                        .config_map(&r.name)
-                        .await?
-                        .and_then(|cm| cm.data.as_ref()?.get(&r.key).cloned());
-                    match v {
-                        Some(v) => v,
-                        None if r.optional == Some(true) => continue,
-                        None => {
-                            return Err(NodeError::Config(format!(
-                                "couldn't find key {} in ConfigMap {ns}/{}",
-                                r.key, r.name
-                            )))
-                        }
-                    }
-                } else if let Some(r) = &from.secret_key_ref {
-                    let v = lookup
-                        .secret(&r.name)
-                        .await?
-                        .and_then(|s| secret_value(s, &r.key));
-                    match v {
-                        Some(v) => v,
-                        None if r.optional == Some(true) => continue,
-                        None => {
-                            return Err(NodeError::Config(format!(
-                                "couldn't find key {} in Secret {ns}/{}",
-                                r.key, r.name
-                            )))
-                        }
-                    }
-                } else {
-                    String::new()
-                }
+        let Some(from) = &e.value_from else {
+            let value = expand(e.value.as_deref().unwrap_or(""), &vars);
+            set(&mut order, &mut vars, e.name.clone(), value);
+            continue;
+        };
+        // A key of a ConfigMap or a Secret: (value, optional, where, key).
+        let keyed = if from.field_ref.is_some() {
+            None
+        } else if let Some(r) = &from.config_map_key_ref {
+            let v = lookup
+                .config_map(&r.name)
+                .await?
+                .and_then(|cm| cm.data.as_ref()?.get(&r.key).cloned());
+            Some((v, r.optional, format!("ConfigMap {ns}/{}", r.name), &r.key))
+        } else if let Some(r) = &from.secret_key_ref {
+            let v = lookup
+                .secret(&r.name)
+                .await?
+                .and_then(|s| secret_value(s, &r.key));
+            Some((v, r.optional, format!("Secret {ns}/{}", r.name), &r.key))
+        } else {
+            None
+        };
+        let value = match (keyed, &from.field_ref) {
+            (Some((Some(v), ..)), _) => v,
+            (Some((None, Some(true), ..)), _) => continue,
+            (Some((None, _, place, key)), _) => {
+                return Err(NodeError::Config(format!(
+                    "couldn't find key {key} in {place}"
+                )))
             }
+            (None, Some(f)) => field_ref(pod, &f.field_path, pod_ip)?,
+            (None, None) => String::new(),
         };
         set(&mut order, &mut vars, e.name.clone(), value);
     }

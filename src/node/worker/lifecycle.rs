@@ -156,13 +156,7 @@ impl PodWorker {
 
     /// Notices containers whose shim wrote an exit record, and cleans up after them.
     async fn observe_exits(&mut self) {
-        let ids: Vec<(String, String)> = self
-            .containers
-            .iter()
-            .filter(|(_, s)| s.running())
-            .filter_map(|(n, s)| Some((n.clone(), s.id.clone()?)))
-            .collect();
-        for (name, id) in ids {
+        for (name, id) in self.running_ids() {
             let bundle = self.bundle(&id);
             let Some(exit) = runtime::exited(&bundle) else {
                 continue;
@@ -330,9 +324,12 @@ impl PodWorker {
             cgroups_path: format!("/skiff/{}/{}", self.ctx.node_name, id),
         })?;
         let bundle = self.bundle(&id);
-        // A leftover of an interrupted start of the same attempt.
-        let _ = self.ctx.runtime.delete(&id).await;
-        rootfs::remove_bundle(&bundle)?;
+        // A leftover of an interrupted start of the same attempt (runc state exists only
+        // with its bundle; checking first keeps a runc call off every start).
+        if bundle.exists() {
+            let _ = self.ctx.runtime.delete(&id).await;
+            rootfs::remove_bundle(&bundle)?;
+        }
         bundle::write(&bundle, &spec)?;
         rootfs::mount_rootfs(&bundle, &self.ctx.images.lower_dirs(image)?)?;
         let log = self.ctx.dirs.log_path(&self.uid, &c.name, attempt);

@@ -148,13 +148,17 @@ impl PodWorker {
     }
 
     /// Running containers for the metrics collector.
-    fn publish_usage(&self) {
-        let containers: Vec<(String, String)> = self
-            .containers
+    /// (container name, runc id) of the running containers.
+    fn running_ids(&self) -> Vec<(String, String)> {
+        self.containers
             .iter()
             .filter(|(_, s)| s.running())
             .filter_map(|(n, s)| Some((n.clone(), s.id.clone()?)))
-            .collect();
+            .collect()
+    }
+
+    fn publish_usage(&self) {
+        let containers = self.running_ids();
         if let Ok(mut table) = self.ctx.metrics.usage.lock() {
             table.insert(
                 self.uid.clone(),

@@ -80,67 +80,60 @@ async fn volume_dir(
         }
         return Ok(Some(path));
     }
-    if let Some(cm) = &v.config_map {
-        let name = cm.name.as_str();
+    // ConfigMap and Secret volumes: the object's keys as files.
+    let source = if let Some(cm) = &v.config_map {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-        let Some(obj) = api.get_opt(name).await? else {
-            if cm.optional == Some(true) {
-                fs::create_dir_all(&dir)?;
-                return Ok(Some(dir));
-            }
-            return Err(NodeError::Pod(format!("configmap \"{name}\" not found")));
-        };
-        let mut data: BTreeMap<String, Vec<u8>> = obj
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.into_bytes()))
-            .collect();
-        data.extend(
-            obj.binary_data
+        let data = api.get_opt(&cm.name).await?.map(|obj| {
+            let mut data: BTreeMap<String, Vec<u8>> = obj
+                .data
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(k, v)| (k, v.0)),
-        );
-        write_keys(
-            &dir,
-            data,
-            cm.items.as_ref(),
-            cm.default_mode.unwrap_or(0o644),
-        )?;
-        return Ok(Some(dir));
-    }
-    if let Some(s) = &v.secret {
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            data.extend(
+                obj.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            );
+            data
+        });
+        let how = (cm.optional, cm.items.as_ref(), cm.default_mode);
+        ("configmap", cm.name.clone(), data, how)
+    } else if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-        let Some(obj) = api.get_opt(&name).await? else {
-            if s.optional == Some(true) {
-                fs::create_dir_all(&dir)?;
-                return Ok(Some(dir));
-            }
-            return Err(NodeError::Pod(format!("secret \"{name}\" not found")));
-        };
-        let mut data: BTreeMap<String, Vec<u8>> = obj
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
-        data.extend(
-            obj.string_data
+        let data = api.get_opt(&name).await?.map(|obj| {
+            let mut data: BTreeMap<String, Vec<u8>> = obj
+                .data
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(k, v)| (k, v.into_bytes())),
-        );
-        write_keys(
-            &dir,
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            data.extend(
+                obj.string_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes())),
+            );
+            data
+        });
+        (
+            "secret",
+            name,
             data,
-            s.items.as_ref(),
-            s.default_mode.unwrap_or(0o644),
-        )?;
-        return Ok(Some(dir));
+            (s.optional, s.items.as_ref(), s.default_mode),
+        )
+    } else {
+        return Ok(None);
+    };
+    let (kind, name, data, (optional, items, mode)) = source;
+    match data {
+        Some(data) => write_keys(&dir, data, items, mode.unwrap_or(0o644))?,
+        None if optional == Some(true) => fs::create_dir_all(&dir)?,
+        None => return Err(NodeError::Pod(format!("{kind} \"{name}\" not found"))),
     }
-    Ok(None)
+    Ok(Some(dir))
 }
 
 /// Prepares every volume of the pod; returns name -> host directory. Kinds the node does
