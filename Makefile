@@ -13,11 +13,11 @@ build: deps
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 # Every test, with end-to-end tests required (a skipped one fails the run).
 test: deps lint
-	SKIFF_E2E_REQUIRED=1 $(CARGO) test --locked
+	SKIFF_E2E_REQUIRED=1 $(CARGO) test --workspace --locked
 
 # Until the lab issue lands: one single-node server in the foreground.
 lab: build

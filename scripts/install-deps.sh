@@ -9,7 +9,8 @@ set -euo pipefail
 # loopback port; a packaged service the install may start is not used) and push a busybox image
 # built by scripts/build-busybox-image.sh to it.
 # iproute2, util-linux: `ip netns` and `nsenter` for the tests' network namespaces.
-packages=(protobuf-compiler runc docker-registry skopeo busybox-static iproute2 util-linux "$@")
+# nftables: the overlay masquerades pod egress with `nft`; iperf3: the overlay benchmark.
+packages=(protobuf-compiler runc docker-registry skopeo busybox-static iproute2 util-linux nftables iperf3 "$@")
 
 missing=()
 for p in "${packages[@]}"; do

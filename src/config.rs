@@ -54,6 +54,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub controllers: ControllersConfig,
     pub node: crate::node::NodeConfig,
+    pub overlay: overlay::OverlayConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -69,6 +70,12 @@ pub struct ControllersConfig {
     pub node_monitor_grace_seconds: u64,
     /// tolerationSeconds of the default not-ready/unreachable tolerations given to pods.
     pub default_toleration_seconds: u64,
+    /// Give every node a pod subnet (`spec.podCIDR`) from `cluster_cidr`.
+    pub allocate_node_cidrs: bool,
+    /// All pod addresses (kube-controller-manager's `--cluster-cidr`).
+    pub cluster_cidr: String,
+    /// Prefix length of each node's pod subnet.
+    pub node_cidr_mask_size: u8,
 }
 
 impl Default for ControllersConfig {
@@ -79,6 +86,9 @@ impl Default for ControllersConfig {
             resync_seconds: 30,
             node_monitor_grace_seconds: 40,
             default_toleration_seconds: 300,
+            allocate_node_cidrs: true,
+            cluster_cidr: "10.244.0.0/16".into(),
+            node_cidr_mask_size: 24,
         }
     }
 }
@@ -128,6 +138,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             controllers: ControllersConfig::default(),
             node: crate::node::NodeConfig::default(),
+            overlay: overlay::OverlayConfig::default(),
         }
     }
 }
@@ -268,6 +279,18 @@ impl Config {
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(invalid(key, "must be greater than 0"));
         }
+        let cluster = self.controllers_cluster_cidr()?;
+        self.cluster_cidr()?;
+        let mask = self.controllers.node_cidr_mask_size;
+        if mask < cluster.prefix_len() || mask > 30 {
+            return Err(invalid(
+                "controllers.node_cidr_mask_size",
+                format!(
+                    "must be between {} (the cluster CIDR's) and 30",
+                    cluster.prefix_len()
+                ),
+            ));
+        }
         if r.election_ticks <= r.heartbeat_ticks {
             return Err(invalid(
                 "raft.election_ticks",
@@ -275,6 +298,20 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// All pod subnets as the overlay sees them: `overlay.cluster_cidr`, else
+    /// `controllers.cluster_cidr`.
+    pub fn cluster_cidr(&self) -> Result<ipnet::Ipv4Net, ConfigError> {
+        if self.overlay.cluster_cidr.is_empty() {
+            return self.controllers_cluster_cidr();
+        }
+        parse_cidr("overlay.cluster_cidr", &self.overlay.cluster_cidr)
+    }
+
+    /// Where the node IPAM controller allocates pod subnets from.
+    pub fn controllers_cluster_cidr(&self) -> Result<ipnet::Ipv4Net, ConfigError> {
+        parse_cidr("controllers.cluster_cidr", &self.controllers.cluster_cidr)
     }
 
     /// The peer address this node is reached at.
@@ -377,6 +414,12 @@ fn valid_host_port(s: &str) -> bool {
 }
 
 /// Dotted paths of every key of `Config` (from its JSON form, where empty lists survive).
+fn parse_cidr(key: &str, text: &str) -> Result<ipnet::Ipv4Net, ConfigError> {
+    text.parse::<ipnet::Ipv4Net>()
+        .map(|n| n.trunc())
+        .map_err(|_| invalid(key, format!("`{text}` is not an IPv4 CIDR")))
+}
+
 fn known_keys() -> BTreeSet<String> {
     fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeSet<String>) {
         match v {

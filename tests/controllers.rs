@@ -670,14 +670,20 @@ async fn service_endpoints_follow_ready_pods_with_named_ports() {
         },
     )
     .await;
+    // The slice is written right after the Endpoints, so it may trail them briefly.
     let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
         Api::namespaced(e.client.clone(), "svc");
-    let slice = slices
-        .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
-        .await
-        .expect("slices");
-    assert_eq!(slice.items.len(), 1);
-    assert_eq!(slice.items[0].endpoints.len(), 2);
+    until(
+        Duration::from_secs(10),
+        "one EndpointSlice with both endpoints",
+        || async {
+            slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+                .await
+                .is_ok_and(|l| l.items.len() == 1 && l.items[0].endpoints.len() == 2)
+        },
+    )
+    .await;
     e.ok(&["scale", "deploy/web", "--replicas=0", "-n", "svc"]);
     until(Duration::from_secs(30), "no endpoints", || async {
         eps.get("web").await.is_ok_and(|ep| {

@@ -146,16 +146,17 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
                     node_grace: std::time::Duration::from_secs(
                         cfg.controllers.node_monitor_grace_seconds,
                     ),
+                    node_cidrs: cfg.controllers.allocate_node_cidrs.then(|| {
+                        // Validated at load.
+                        let cluster = cfg.controllers_cluster_cidr().unwrap_or_default();
+                        (cluster, cfg.controllers.node_cidr_mask_size)
+                    }),
                 },
             )
             .start()
         });
-        let _kubelet = if cfg.node.enabled {
-            Some(crate::node::start(
-                &cfg,
-                &cfg.local_api_url(),
-                &registry_for_node,
-            )?)
+        let _node = if cfg.node.enabled {
+            Some(crate::node::start(&cfg, &cfg.local_api_url(), &registry_for_node).await?)
         } else {
             None
         };
@@ -209,7 +210,7 @@ pub fn run_agent(args: super::AgentArgs) -> Result<(), CliError> {
         )?;
         let handle = server.handle();
         actix::spawn(server);
-        let _kubelet = crate::node::start(&cfg, &args.server, &registry)?;
+        let _node = crate::node::start(&cfg, &args.server, &registry).await?;
         info!(node = %cfg.node_name, server = %args.server, "skiff agent started");
         shutdown_signal().await;
         handle.stop(true).await;

@@ -4,6 +4,7 @@
 mod deployment;
 mod endpoints;
 mod gc;
+mod nodeipam;
 mod nodelifecycle;
 pub mod pods;
 mod replicaset;
@@ -29,6 +30,8 @@ pub struct ControllerOptions {
     pub resync: Duration,
     /// A node silent for longer is NotReady and tainted unreachable.
     pub node_grace: Duration,
+    /// Node pod subnets: (cluster CIDR, prefix length of a node's subnet), if allocated.
+    pub node_cidrs: Option<(ipnet::Ipv4Net, u8)>,
 }
 
 fn run<R: runtime::Reconciler>(
@@ -68,6 +71,10 @@ fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
         run(d.clone(), d.sources(), &opts);
         let nl = nodelifecycle::NodeLifecycle::new(shared.clone(), opts.node_grace);
         run(nl.clone(), nl.sources(), &opts);
+        if let Some((cluster, mask)) = opts.node_cidrs {
+            let ipam = nodeipam::NodeIpam::new(shared.clone(), cluster, mask);
+            run(ipam.clone(), ipam.sources(), &opts);
+        }
         let ep = endpoints::EndpointsController::new(shared.clone());
         run(ep.clone(), ep.sources(), &opts);
         let gc = gc::GarbageCollector::new(shared.clone());

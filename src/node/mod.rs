@@ -113,13 +113,20 @@ impl NodeContext {
     }
 }
 
-/// Builds the agent from the configuration and starts the `Kubelet` actor (inside a running
-/// actix system). `api_url`: the API server the agent talks to.
-pub fn start(
+/// The node's actors; they run while this is held.
+pub struct NodeHandle {
+    pub kubelet: actix::Addr<Kubelet>,
+    pub overlay: Option<actix::Addr<overlay::OverlayAgent>>,
+}
+
+/// Builds the agent from the configuration and starts the `Kubelet` actor and, unless
+/// disabled, the `OverlayAgent` (inside a running actix system). `api_url`: the API server
+/// the agents talk to.
+pub async fn start(
     cfg: &crate::config::Config,
     api_url: &str,
     registry: &prometheus::Registry,
-) -> Result<actix::Addr<Kubelet>, NodeError> {
+) -> Result<NodeHandle, NodeError> {
     use actix::Actor;
     let node = &cfg.node;
     let uri: http::Uri = api_url
@@ -136,11 +143,35 @@ pub fn start(
         &dirs.images(),
         node.insecure_registries.clone(),
     )?);
-    let address = if node.address.is_empty() {
-        registration::first_address(&node.bridge)
-    } else {
-        node.address.clone()
-    };
+    // The overlay's underlay comes first: it decides the pods' MTU and the node address.
+    let (mut address, mut pod_mtu, mut overlay_agent) =
+        (node.address.clone(), sandbox::POD_MTU, None);
+    if cfg.overlay.enabled {
+        let o = &cfg.overlay;
+        let cluster = cfg
+            .cluster_cidr()
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let underlay = overlay::Underlay::detect(o, &node.address, &[&node.bridge])
+            .await
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        pod_mtu = underlay.pod_mtu(o.backend);
+        if address.is_empty() {
+            address = underlay.ip.to_string();
+        }
+        let metrics = overlay::metrics::OverlayMetrics::register(registry)
+            .map_err(|e| NodeError::Config(format!("metrics: {e}")))?;
+        overlay_agent = Some(overlay::OverlayAgent::new(
+            client.clone(),
+            cfg.node_name.clone(),
+            o.clone(),
+            cluster,
+            underlay,
+            metrics,
+        ));
+    }
+    if address.is_empty() {
+        address = registration::first_address(&node.bridge);
+    }
     let runtime_version = std::process::Command::new(&node.runtime)
         .arg("--version")
         .output()
@@ -174,7 +205,7 @@ pub fn start(
         client,
         node_name: cfg.node_name.clone(),
         host_ip: address,
-        sandboxes: Sandboxes::new(node.bridge.clone(), dirs.clone()),
+        sandboxes: Sandboxes::new(node.bridge.clone(), dirs.clone(), pod_mtu),
         dirs,
         runtime,
         images,
@@ -182,5 +213,8 @@ pub fn start(
         metrics,
         dns_servers: node.dns_servers.clone(),
     });
-    Ok(Kubelet::new(ctx, host, node.clone()).start())
+    Ok(NodeHandle {
+        kubelet: Kubelet::new(ctx, host, node.clone()).start(),
+        overlay: overlay_agent.map(Actor::start),
+    })
 }

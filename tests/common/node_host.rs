@@ -53,7 +53,20 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
-fn run(cmd: &mut Command) -> String {
+/// A new network namespace `<prefix><pid>x<n>` with loopback up.
+pub fn new_netns(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    run(Command::new("ip").args(["netns", "add", &name]));
+    run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+    name
+}
+
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -72,6 +85,28 @@ pub fn in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'st
     })
     .join()
     .expect("netns thread")
+}
+
+/// HTTP/1.0 GET from inside a network namespace (a host's or a pod's): (status, body).
+pub fn http_get_in(
+    ns: &Path,
+    addr: impl Into<String>,
+    path: impl Into<String>,
+) -> Option<(u16, String)> {
+    let (addr, path) = (addr.into(), path.into());
+    in_netns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    })
 }
 
 fn nix_setns(file: &File) {
@@ -139,6 +174,8 @@ pub struct NodeHost {
     pub netns: PathBuf,
     pub dir: TempDir,
     pub api_port: u16,
+    /// Where this host's registry listens (inside its namespace), if it runs one.
+    registry_addr: String,
     config: PathBuf,
     server: Option<Child>,
     registry: Option<Child>,
@@ -162,40 +199,44 @@ impl NodeHost {
     /// Namespace, registry with the busybox image, and a server whose config gets `extra`
     /// appended inside its `[node]` table.
     pub fn start(extra_node: &str) -> NodeHost {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "skt{}x{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        run(Command::new("ip").args(["netns", "add", &name]));
-        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        let name = new_netns("skt");
+        let mut host = NodeHost::create(name, Some(REGISTRY));
+        host.write_config(&format!(
+            "node_name = \"n1\"\ndata_dir = \"{data}\"\npeer_listen_addr = \"127.0.0.1:2380\"\nhttp_listen_addr = \"127.0.0.1:9101\"\napi_addr = \"127.0.0.1:6443\"\n[overlay]\nenabled = false\n[node]\npod_cidr = \"10.244.0.0/24\"\nrun_dir = \"{run}\"\ninsecure_registries = [\"{REGISTRY}\"]\nlease_renew_seconds = 2\nstatus_update_seconds = 2\n{extra_node}\n",
+            data = host.dir.path().join("data").display(),
+            run = host.dir.path().join("run").display(),
+        ));
+        host.start_server();
+        host
+    }
+
+    /// A host in the namespace `name` (made by `new_netns`; dropped with the host), with a
+    /// registry holding the busybox image at `registry` if given. The server starts once a
+    /// config is written.
+    pub fn create(name: String, registry: Option<&str>) -> NodeHost {
         let netns = PathBuf::from("/run/netns").join(&name);
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "node_name = \"n1\"\ndata_dir = \"{data}\"\npeer_listen_addr = \"127.0.0.1:2380\"\nhttp_listen_addr = \"127.0.0.1:9101\"\napi_addr = \"127.0.0.1:6443\"\n[node]\npod_cidr = \"10.244.0.0/24\"\nrun_dir = \"{run}\"\ninsecure_registries = [\"{REGISTRY}\"]\nlease_renew_seconds = 2\nstatus_update_seconds = 2\n{extra_node}\n",
-                data = dir.path().join("data").display(),
-                run = dir.path().join("run").display(),
-            ),
-        )
-        .expect("config");
         let api_port = forward(&netns, "127.0.0.1:6443");
         let mut host = NodeHost {
             name,
             netns,
             dir,
             api_port,
+            registry_addr: registry.unwrap_or_default().to_string(),
             config,
             server: None,
             registry: None,
             extra: Vec::new(),
         };
-        host.start_registry();
-        host.start_server();
+        if registry.is_some() {
+            host.start_registry();
+        }
         host
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("config");
     }
 
     /// Starts `skiff agent` NAME in the namespace, against this host's API, with its own
@@ -205,7 +246,7 @@ impl NodeHost {
         std::fs::write(
             &config,
             format!(
-                "node_name = \"{name}\"\ndata_dir = \"{data}\"\nhttp_listen_addr = \"127.0.0.1:{http}\"\n[node]\naddress = \"127.0.0.1\"\npod_cidr = \"10.244.{index}.0/24\"\nbridge = \"cni{index}\"\nlisten_addr = \"127.0.0.1:{kubelet}\"\nrun_dir = \"{run}\"\ninsecure_registries = [\"{REGISTRY}\"]\nlease_renew_seconds = 2\nstatus_update_seconds = 2\n",
+                "node_name = \"{name}\"\ndata_dir = \"{data}\"\nhttp_listen_addr = \"127.0.0.1:{http}\"\n[node]\naddress = \"127.0.0.1\"\npod_cidr = \"10.244.{index}.0/24\"\nbridge = \"cni{index}\"\nlisten_addr = \"127.0.0.1:{kubelet}\"\nrun_dir = \"{run}\"\ninsecure_registries = [\"{REGISTRY}\"]\nlease_renew_seconds = 2\nstatus_update_seconds = 2\n[overlay]\nenabled = false\n",
                 data = self.dir.path().join(name).display(),
                 http = 9101 + index as u16,
                 kubelet = 10250 + index as u16,
@@ -247,8 +288,9 @@ impl NodeHost {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {REGISTRY}\n",
-                dir.join("data").display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {}\n",
+                dir.join("data").display(),
+                self.registry_addr,
             ),
         )
         .expect("registry config");
@@ -259,7 +301,7 @@ impl NodeHost {
             .stderr(Stdio::null());
         self.registry = Some(self.tied_in_ns(cmd));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.http_ok(REGISTRY, "/v2/") {
+        while !self.http_ok(&self.registry_addr, "/v2/") {
             assert!(Instant::now() < deadline, "registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -268,11 +310,11 @@ impl NodeHost {
             .arg(format!("--net={}", self.netns.display()))
             .args(["skopeo", "copy", "--quiet", "--dest-tls-verify=false"])
             .arg(format!("oci:{}:latest", layout.display()))
-            .arg(format!("docker://{IMAGE}")));
+            .arg(format!("docker://{}/busybox:latest", self.registry_addr)));
     }
 
     /// GET inside the namespace answers 200.
-    pub fn http_ok(&self, addr: &'static str, path: &'static str) -> bool {
+    pub fn http_ok(&self, addr: &str, path: &str) -> bool {
         self.http_get(addr, path)
             .is_some_and(|(code, _)| code == 200)
     }
@@ -283,24 +325,16 @@ impl NodeHost {
         addr: impl Into<String>,
         path: impl Into<String>,
     ) -> Option<(u16, String)> {
-        let (addr, path) = (addr.into(), path.into());
-        in_netns(&self.netns, move || {
-            let mut s =
-                TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).ok()?;
-            let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-            let body = buf
-                .split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default();
-            Some((code, body))
-        })
+        http_get_in(&self.netns, addr, path)
     }
 
     pub fn start_server(&mut self) {
+        self.spawn_server();
+        self.wait_ready();
+    }
+
+    /// Starts the server without waiting (members of one cluster need each other to be ready).
+    pub fn spawn_server(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -314,8 +348,11 @@ impl NodeHost {
             .stdout(Stdio::null())
             .stderr(log);
         self.server = Some(self.tied_in_ns(cmd));
+    }
+
+    /// Ready, and the bootstrap namespaces exist (created just after the API starts).
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        // Ready, and the bootstrap namespaces exist (created just after the API starts).
         while !self.http_ok("127.0.0.1:9101", "/readyz")
             || !self.http_ok("127.0.0.1:6443", "/api/v1/namespaces/default")
         {

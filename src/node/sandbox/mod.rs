@@ -16,7 +16,7 @@ pub use ipam::{Ipam, Subnet};
 
 use super::layout::NodeDirs;
 
-/// Pods use the bridge's MTU; the overlay lowers it when it encapsulates.
+/// Pods' MTU without an overlay; the overlay lowers it when it encapsulates.
 pub const POD_MTU: u32 = 1500;
 
 #[derive(Debug, Error)]
@@ -37,14 +37,17 @@ pub enum SandboxError {
 
 pub struct Sandboxes {
     bridge: String,
+    /// Of the bridge and every pod veth.
+    mtu: u32,
     dirs: NodeDirs,
     ipam: Mutex<Option<Ipam>>,
 }
 
 impl Sandboxes {
-    pub fn new(bridge: String, dirs: NodeDirs) -> Self {
+    pub fn new(bridge: String, dirs: NodeDirs, mtu: u32) -> Self {
         Sandboxes {
             bridge,
+            mtu,
             dirs,
             ipam: Mutex::new(None),
         }
@@ -67,7 +70,7 @@ impl Sandboxes {
         if self.subnet() == Some(subnet) {
             return Ok(subnet);
         }
-        network::ensure_bridge(&self.bridge, subnet.gateway(), subnet.prefix, POD_MTU).await?;
+        network::ensure_bridge(&self.bridge, subnet.gateway(), subnet.prefix, self.mtu).await?;
         let ipam = Ipam::open(self.dirs.state.join("ipam.json"), subnet)?;
         *self.lock()? = Some(ipam);
         Ok(subnet)
@@ -92,7 +95,7 @@ impl Sandboxes {
             ip,
             prefix: subnet.prefix,
             gateway: subnet.gateway(),
-            mtu: POD_MTU,
+            mtu: self.mtu,
         })
         .await?;
         Ok(ip)

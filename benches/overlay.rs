@@ -1,0 +1,100 @@
+//! Overlay throughput benchmark (root): for each backend, a three-host lab
+//! (tests/common/overlay_lab.rs: namespaces on an underlay bridge, one `skiff server` per
+//! host) with a pod on host 1 and one on host 2; iperf3 (Debian's) measures TCP pod -> pod
+//! across the hosts and, in the same lab, host 1 -> host 2 over the underlay. iperf3 runs
+//! inside the pods' network namespaces, so the path is exactly the pods'.
+//!
+//! `cargo bench --bench overlay -- [--seconds S]`; the last line is
+//! `ratios to underlay: vxlan X.XX host-gw Y.YY vxlan-user Z.ZZ`.
+
+#[path = "../tests/common/node_host.rs"]
+#[allow(dead_code)]
+mod node_host;
+#[path = "../tests/common/overlay_lab.rs"]
+#[allow(dead_code)]
+mod overlay_lab;
+#[path = "../tests/common/servers.rs"]
+#[allow(dead_code)]
+mod servers;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use node_host::root_or_skip;
+use overlay_lab::{underlay_ip, Lab};
+
+/// TCP throughput in Gbit/s from `client` to `server_ip` (served in `server`), one stream.
+fn iperf(client: &Path, server: &Path, server_ip: &str, seconds: u64) -> f64 {
+    let mut srv = Command::new("nsenter")
+        .arg(format!("--net={}", server.display()))
+        .args(["iperf3", "-s", "-1", "-B", server_ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 -s (apt-get install iperf3)");
+    let deadline = Instant::now() + Duration::from_secs(60 + seconds);
+    let result = loop {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", client.display()))
+            .args(["iperf3", "-c", server_ip, "-J", "-O", "1", "-t"])
+            .arg(seconds.to_string())
+            .output()
+            .expect("iperf3 -c");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(bps) = json["end"]["sum_received"]["bits_per_second"].as_f64() {
+            break bps / 1e9;
+        }
+        // The server may not listen yet.
+        assert!(Instant::now() < deadline, "iperf3 failed: {json}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = srv.kill();
+    let _ = srv.wait();
+    result
+}
+
+#[tokio::main]
+async fn main() {
+    if !root_or_skip("overlay benchmark") {
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: u64 = args
+        .iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    println!("TCP, one stream, {seconds} s per measurement (iperf3), Gbit/s");
+    println!(
+        "{:<12} {:>14} {:>14} {:>8}",
+        "backend", "pod -> pod", "underlay", "ratio"
+    );
+    let mut ratios = Vec::new();
+    for backend in ["vxlan", "host-gw", "vxlan-user"] {
+        let lab = Lab::start([backend; 3]);
+        let client = lab.run_pod("c1", 1).await;
+        let server = lab.run_pod("s2", 2).await;
+        // The overlay is up once a request crosses it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while node_host::http_get_in(&client.netns, format!("{}:8080", server.ip), "/").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{backend}: pods do not reach each other"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let pods = iperf(&client.netns, &server.netns, &server.ip, seconds);
+        let underlay = iperf(
+            &lab.host(1).netns,
+            &lab.host(2).netns,
+            &underlay_ip(2),
+            seconds,
+        );
+        let ratio = pods / underlay;
+        println!("{backend:<12} {pods:>14.2} {underlay:>14.2} {ratio:>8.2}");
+        ratios.push(format!("{backend} {ratio:.2}"));
+    }
+    println!("ratios to underlay: {}", ratios.join(" "));
+}
