@@ -4,7 +4,10 @@
 //! across the hosts and, in the same lab, host 1 -> host 2 over the underlay. iperf3 runs
 //! inside the pods' network namespaces, so the path is exactly the pods'.
 //!
-//! `cargo bench --bench overlay -- [--seconds S]`; the last line is
+//! Pod and underlay runs alternate `--rounds` times and the medians are compared, so a slow
+//! moment of the VM does not land on one side only.
+//!
+//! `cargo bench --bench overlay -- [--seconds S] [--rounds N]`; the last line is
 //! `ratios to underlay: vxlan X.XX host-gw Y.YY vxlan-user Z.ZZ`.
 
 #[path = "../tests/common/node_host.rs"]
@@ -54,19 +57,26 @@ fn iperf(client: &Path, server: &Path, server_ip: &str, seconds: u64) -> f64 {
     result
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 #[tokio::main]
 async fn main() {
     if !root_or_skip("overlay benchmark") {
         return;
     }
     let args: Vec<String> = std::env::args().collect();
-    let seconds: u64 = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    println!("TCP, one stream, {seconds} s per measurement (iperf3), Gbit/s");
+    let flag = |name: &str, default: u64| -> u64 {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (seconds, rounds) = (flag("--seconds", 5), flag("--rounds", 3).max(1));
+    println!("TCP, one stream, {seconds} s per run (iperf3), median of {rounds} alternating runs, Gbit/s");
     println!(
         "{:<12} {:>14} {:>14} {:>8}",
         "backend", "pod -> pod", "underlay", "ratio"
@@ -85,13 +95,13 @@ async fn main() {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        let pods = iperf(&client.netns, &server.netns, &server.ip, seconds);
-        let underlay = iperf(
-            &lab.host(1).netns,
-            &lab.host(2).netns,
-            &underlay_ip(2),
-            seconds,
-        );
+        let (mut pods, mut underlay) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            pods.push(iperf(&client.netns, &server.netns, &server.ip, seconds));
+            let (h1, h2) = (&lab.host(1).netns, &lab.host(2).netns);
+            underlay.push(iperf(h1, h2, &underlay_ip(2), seconds));
+        }
+        let (pods, underlay) = (median(pods), median(underlay));
         let ratio = pods / underlay;
         println!("{backend:<12} {pods:>14.2} {underlay:>14.2} {ratio:>8.2}");
         ratios.push(format!("{backend} {ratio:.2}"));

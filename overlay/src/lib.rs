@@ -12,6 +12,8 @@ mod host_gw;
 pub mod lease;
 mod masq;
 pub mod metrics;
+pub mod offload;
+mod tap;
 pub mod underlay;
 pub mod user_vxlan;
 mod vxlan;

@@ -5,6 +5,7 @@
 //! Interoperable with the kernel backend: same port, VNI and inner addressing.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, RwLock};
@@ -17,6 +18,7 @@ use crate::config::OverlayConfig;
 use crate::device::{self, Route};
 use crate::lease::Peer;
 use crate::metrics::OverlayMetrics;
+use crate::offload::{self, Frames, VnetHdr, VNET_HDR_LEN};
 use crate::underlay::Underlay;
 use crate::wire::{self, Drop, HEADER_LEN};
 use crate::OverlayError;
@@ -49,10 +51,9 @@ impl UserVxlan {
                 device::delete_link(&h, old.index).await?;
             }
         }
-        let mut tc = tun::Configuration::default();
-        tc.tun_name(&cfg.device).layer(tun::Layer::L2);
-        let tap = tun::create(&tc)
+        let tap = crate::tap::open(&cfg.device)
             .map_err(|e| OverlayError::Config(format!("TAP device {}: {e}", cfg.device)))?;
+        offload::enable(&tap)?;
         let link = device::link(&h, &cfg.device)
             .await?
             .ok_or_else(|| OverlayError::Netlink(format!("{} vanished", cfg.device)))?;
@@ -80,7 +81,6 @@ impl UserVxlan {
             vni: cfg.vni,
             port: cfg.port,
             mac,
-            mtu: mtu as usize,
             metrics,
         };
         let encap = dp.clone();
@@ -127,13 +127,12 @@ impl UserVxlan {
 
 #[derive(Clone)]
 struct Datapath {
-    tap: Arc<tun::Device>,
+    tap: Arc<std::fs::File>,
     sock: Arc<UdpSocket>,
     fdb: Fdb,
     vni: u32,
     port: u16,
     mac: [u8; 6],
-    mtu: usize,
     metrics: OverlayMetrics,
 }
 
@@ -142,24 +141,31 @@ impl Datapath {
         self.metrics.drops.with_label_values(&[why]).inc();
     }
 
-    /// TAP -> UDP. The frame is read right behind room for the VXLAN header, so sending
-    /// needs no copy.
+    /// TAP -> UDP. A read gives the virtio-net header and the frame; the VXLAN header is
+    /// written over the end of the former, so a plain frame is sent without a copy; a TCP
+    /// super-frame is cut into MSS frames and sent as one UDP GSO batch.
     fn encap_loop(self) {
-        let mut buf = vec![0u8; HEADER_LEN + self.mtu + 14 + 4];
+        // The VXLAN header goes where the last 8 bytes of the virtio-net header were.
+        const AT: usize = VNET_HDR_LEN - HEADER_LEN;
+        let mut buf = vec![0u8; VNET_HDR_LEN + 65536];
+        let mut scratch = Vec::with_capacity(96 * 1024);
         let (packets, bytes) = (
             self.metrics.packets.with_label_values(&["encap"]),
             self.metrics.bytes.with_label_values(&["encap"]),
         );
         loop {
-            let n = match self.tap.recv(&mut buf[HEADER_LEN..]) {
-                Ok(n) => n,
+            let n = match (&*self.tap).read(&mut buf) {
+                Ok(n) if n > VNET_HDR_LEN => n,
+                Ok(_) => continue,
                 Err(e) => {
                     warn!("TAP read: {e}; user-space VXLAN stops sending");
                     return;
                 }
             };
-            let frame = &buf[HEADER_LEN..HEADER_LEN + n];
-            let Some(dst) = wire::destination(frame) else {
+            let (Some(hdr), Some(dst)) = (
+                VnetHdr::parse(&buf),
+                wire::destination(&buf[VNET_HDR_LEN..n]),
+            ) else {
                 self.drop(Drop::Malformed.as_str());
                 continue;
             };
@@ -169,32 +175,48 @@ impl Datapath {
                 self.drop(Drop::NoPeer.as_str());
                 continue;
             };
-            if wire::encapsulate(&mut buf[..HEADER_LEN + n], self.vni).is_err() {
-                self.drop(Drop::Malformed.as_str());
-                continue;
-            }
-            match self
-                .sock
-                .send_to(&buf[..HEADER_LEN + n], SocketAddrV4::new(remote, self.port))
-            {
-                Ok(_) => {
-                    packets.inc();
-                    bytes.inc_by(n as u64);
+            let to = SocketAddrV4::new(remote, self.port);
+            let frame_len = n - VNET_HDR_LEN;
+            let sent =
+                match offload::prepare(hdr, &mut buf[VNET_HDR_LEN..n], HEADER_LEN, &mut scratch) {
+                    Some(Frames::One) => {
+                        let out = &mut buf[AT..n];
+                        wire::encapsulate(out, self.vni)
+                            .ok()
+                            .map(|_| (self.sock.send_to(out, to).map(|_| ()), 1))
+                    }
+                    Some(Frames::Segmented(seg)) => {
+                        let mut count = 0;
+                        for s in scratch.chunks_mut(seg) {
+                            let _ = wire::encapsulate(s, self.vni);
+                            count += 1;
+                        }
+                        Some((offload::send_segments(&self.sock, &scratch, seg, to), count))
+                    }
+                    None => None,
+                };
+            match sent {
+                Some((Ok(()), count)) => {
+                    packets.inc_by(count);
+                    bytes.inc_by(frame_len as u64);
                 }
-                Err(_) => self.drop("io"),
+                Some((Err(_), _)) => self.drop("io"),
+                None => self.drop(Drop::Malformed.as_str()),
             }
         }
     }
 
-    /// UDP -> TAP.
+    /// UDP -> TAP. The datagram is received behind room for the virtio-net header, which
+    /// then replaces the VXLAN header in front of the inner frame.
     fn decap_loop(self) {
-        let mut buf = vec![0u8; 65536];
+        const AT: usize = VNET_HDR_LEN - HEADER_LEN;
+        let mut buf = vec![0u8; AT + 65536];
         let (packets, bytes) = (
             self.metrics.packets.with_label_values(&["decap"]),
             self.metrics.bytes.with_label_values(&["decap"]),
         );
         loop {
-            let n = match self.sock.recv(&mut buf) {
+            let n = match self.sock.recv(&mut buf[AT..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -202,18 +224,23 @@ impl Datapath {
                     return;
                 }
             };
-            match wire::decapsulate(&mut buf[..n], self.vni, self.mac) {
+            let len = match wire::decapsulate(&mut buf[AT..AT + n], self.vni, self.mac) {
                 Ok(inner) => {
                     wire::complete_checksum(inner);
-                    match self.tap.send(inner) {
-                        Ok(_) => {
-                            packets.inc();
-                            bytes.inc_by(inner.len() as u64);
-                        }
-                        Err(_) => self.drop("io"),
-                    }
+                    inner.len()
                 }
-                Err(d) => self.drop(d.as_str()),
+                Err(d) => {
+                    self.drop(d.as_str());
+                    continue;
+                }
+            };
+            VnetHdr::write_plain(&mut buf);
+            match (&*self.tap).write_all(&buf[..VNET_HDR_LEN + len]) {
+                Ok(_) => {
+                    packets.inc();
+                    bytes.inc_by(len as u64);
+                }
+                Err(_) => self.drop("io"),
             }
         }
     }
