@@ -245,6 +245,17 @@ async fn vxlan_carries_pods_across_hosts_and_follows_node_changes() {
     let mut lab = Lab::start(["vxlan", "vxlan", "vxlan"]);
     let [a1, _b1, p2, _p3] = pods_talk(&lab).await;
 
+    // Pods get the underlay MTU less the VXLAN overhead.
+    let link = ns_out(&[
+        "nsenter",
+        &format!("--net={}", a1.netns.display()),
+        "ip",
+        "link",
+        "show",
+        "eth0",
+    ]);
+    assert!(link.contains("mtu 1450"), "pod eth0: {link}");
+
     // Every node got its own /24 of the cluster CIDR from the IPAM controller.
     let mut cidrs = Vec::new();
     for k in 1..=3 {

@@ -151,7 +151,7 @@ pub async fn attach(p: &PodNet<'_>) -> Result<(), SandboxError> {
         "veth onto bridge",
     )
     .await?;
-    let (ip, prefix, gw) = (p.ip, p.prefix, p.gateway);
+    let (ip, prefix, gw, mtu) = (p.ip, p.prefix, p.gateway, p.mtu);
     let path = p.netns.to_path_buf();
     // The namespace switch needs a thread of its own; keep the agent's thread free meanwhile.
     tokio::task::spawn_blocking(move || {
@@ -159,15 +159,22 @@ pub async fn attach(p: &PodNet<'_>) -> Result<(), SandboxError> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(inside(peer, ip, prefix, gw))
+            rt.block_on(inside(peer, ip, prefix, gw, mtu))
         })
     })
     .await
     .map_err(|e| SandboxError::Sys(format!("netns task: {e}")))?
 }
 
-/// Inside the pod: `lo` up, the peer renamed `eth0`, address, default route.
-async fn inside(peer: String, ip: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> Result<(), SandboxError> {
+/// Inside the pod: `lo` up, the peer renamed `eth0` with the pod MTU (a veth's MTU is set per
+/// end), address, default route.
+async fn inside(
+    peer: String,
+    ip: Ipv4Addr,
+    prefix: u8,
+    gw: Ipv4Addr,
+    mtu: u32,
+) -> Result<(), SandboxError> {
     let h = connect()?;
     if let Some(lo) = link_index(&h, "lo").await? {
         set_link(&h, LinkUnspec::new_with_index(lo).up().build(), "lo up").await?;
@@ -190,7 +197,12 @@ async fn inside(peer: String, ip: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> Result<
         }
     };
     add_addr(&h, eth0, ip, prefix).await?;
-    set_link(&h, LinkUnspec::new_with_index(eth0).up().build(), "eth0 up").await?;
+    set_link(
+        &h,
+        LinkUnspec::new_with_index(eth0).mtu(mtu).up().build(),
+        "eth0 up",
+    )
+    .await?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
     match h.route().add(route).execute().await {
         Err(e) if !exists(&e) => Err(nl("default route", e)),
