@@ -365,7 +365,6 @@ async fn vxlan_carries_pods_across_hosts_and_follows_node_changes() {
         poll(30, &format!("n{k} dropped n3's entries"), || {
             entries(&ns, &cidr3, &mac3) == (false, false, false)
         });
-        let _ = &lab;
     }
 }
 

@@ -5,7 +5,7 @@
 //! Interoperable with the kernel backend: same port, VNI and inner addressing.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, RwLock};
@@ -18,7 +18,7 @@ use crate::config::OverlayConfig;
 use crate::device::{self, Route};
 use crate::lease::Peer;
 use crate::metrics::OverlayMetrics;
-use crate::offload::{self, Frames, VnetHdr, VNET_HDR_LEN};
+use crate::offload::{self, Coalescer, Frames, VnetHdr, VNET_HDR_LEN};
 use crate::underlay::Underlay;
 use crate::wire::{self, Drop, HEADER_LEN};
 use crate::OverlayError;
@@ -71,6 +71,7 @@ impl UserVxlan {
                 );
             }
         }
+        offload::enable_gro(&sock)?;
         let fdb: Fdb = Arc::default();
         let tap = Arc::new(tap);
         let sock = Arc::new(sock);
@@ -206,41 +207,58 @@ impl Datapath {
         }
     }
 
-    /// UDP -> TAP. The datagram is received behind room for the virtio-net header, which
-    /// then replaces the VXLAN header in front of the inner frame.
+    /// UDP -> TAP. Datagrams come one by one, or as a GRO batch from a user-space peer's
+    /// GSO send; consecutive TCP segments of a flow are joined again and written as one
+    /// GSO frame, anything else is written as it is.
     fn decap_loop(self) {
-        const AT: usize = VNET_HDR_LEN - HEADER_LEN;
-        let mut buf = vec![0u8; AT + 65536];
+        let mut buf = vec![0u8; 65536];
+        let mut joined = Coalescer::default();
         let (packets, bytes) = (
             self.metrics.packets.with_label_values(&["decap"]),
             self.metrics.bytes.with_label_values(&["decap"]),
         );
+        let mut plain = [0u8; VNET_HDR_LEN];
+        VnetHdr::write_plain(&mut plain);
         loop {
-            let n = match self.sock.recv(&mut buf[AT..]) {
-                Ok(n) => n,
+            let (n, seg) = match offload::recv_batch(&self.sock, &mut buf) {
+                Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     warn!("VXLAN socket: {e}; user-space VXLAN stops receiving");
                     return;
                 }
             };
-            let len = match wire::decapsulate(&mut buf[AT..AT + n], self.vni, self.mac) {
-                Ok(inner) => {
-                    wire::complete_checksum(inner);
-                    inner.len()
-                }
-                Err(d) => {
-                    self.drop(d.as_str());
+            for d in buf[..n].chunks_mut(seg) {
+                let inner = match wire::decapsulate(d, self.vni, self.mac) {
+                    Ok(inner) => inner,
+                    Err(why) => {
+                        self.drop(why.as_str());
+                        continue;
+                    }
+                };
+                packets.inc();
+                bytes.inc_by(inner.len() as u64);
+                if joined.add(inner) {
                     continue;
                 }
-            };
-            VnetHdr::write_plain(&mut buf);
-            match (&*self.tap).write_all(&buf[..VNET_HDR_LEN + len]) {
-                Ok(_) => {
-                    packets.inc();
-                    bytes.inc_by(len as u64);
+                self.flush(&mut joined);
+                if joined.add(inner) {
+                    continue;
                 }
-                Err(_) => self.drop("io"),
+                wire::complete_checksum(inner);
+                let out = [IoSlice::new(&plain), IoSlice::new(inner)];
+                if (&*self.tap).write_vectored(&out).is_err() {
+                    self.drop("io");
+                }
+            }
+            self.flush(&mut joined);
+        }
+    }
+
+    fn flush(&self, joined: &mut Coalescer) {
+        if let Some(frame) = joined.take() {
+            if (&*self.tap).write_all(frame).is_err() {
+                self.drop("io");
             }
         }
     }
