@@ -8,6 +8,7 @@ pub mod agent;
 pub mod config;
 mod datapath;
 mod device;
+mod gro;
 mod host_gw;
 pub mod lease;
 mod masq;

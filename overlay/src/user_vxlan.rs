@@ -16,9 +16,10 @@ use tracing::{info, warn};
 
 use crate::config::OverlayConfig;
 use crate::device::{self, Route};
+use crate::gro::{self, Coalescer};
 use crate::lease::Peer;
 use crate::metrics::OverlayMetrics;
-use crate::offload::{self, Coalescer, Frames, VnetHdr, VNET_HDR_LEN};
+use crate::offload::{self, Frames, VnetHdr, VNET_HDR_LEN};
 use crate::underlay::Underlay;
 use crate::wire::{self, Drop, HEADER_LEN};
 use crate::OverlayError;
@@ -71,7 +72,7 @@ impl UserVxlan {
                 );
             }
         }
-        offload::enable_gro(&sock)?;
+        gro::enable_gro(&sock)?;
         let fdb: Fdb = Arc::default();
         let tap = Arc::new(tap);
         let sock = Arc::new(sock);
@@ -220,7 +221,7 @@ impl Datapath {
         let mut plain = [0u8; VNET_HDR_LEN];
         VnetHdr::write_plain(&mut plain);
         loop {
-            let (n, seg) = match offload::recv_batch(&self.sock, &mut buf) {
+            let (n, seg) = match gro::recv_batch(&self.sock, &mut buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
