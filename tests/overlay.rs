@@ -375,12 +375,42 @@ async fn host_gw_routes_pods_across_hosts() {
     }
     let _one = LAB.lock().await;
     let lab = Lab::start(["host-gw", "host-gw", "host-gw"]);
-    let [_a1, _b1, p2, _p3] = pods_talk(&lab).await;
+    let [a1, _b1, p2, _p3] = pods_talk(&lab).await;
     let route = ns_out(&["ip", "-n", &lab.host(1).name, "route", "get", &p2.ip]);
     assert!(
         route.contains(&format!("via {} dev eth0", underlay_ip(2))),
         "host-gw routes via the node's underlay address: {route}"
     );
+
+    // A node that is not on the underlay segment (reached only through a gateway) is
+    // refused with an error naming it; the other nodes keep their routes.
+    let h1 = lab.host(1).name.clone();
+    let gw = underlay_ip(3);
+    ns_out(&["ip", "-n", &h1, "route", "add", "default", "via", &gw]);
+    let far: Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "far", "annotations": {
+            "overlay.skiff.io/backend-type": "host-gw",
+            "overlay.skiff.io/public-ip": "192.0.2.7",
+        }},
+        "spec": {"podCIDR": "10.244.200.0/24"},
+    }))
+    .expect("node");
+    Api::<Node>::all(lab.host(1).client())
+        .create(&Default::default(), &far)
+        .await
+        .expect("create node far");
+    poll(30, "host 1 reports the unreachable node", || {
+        lab.host(1)
+            .log()
+            .contains("node far (192.0.2.7) is not directly reachable on eth0")
+            && metric(&scrape(&lab, 1), "overlay_route_sync_errors_total ") >= 1.0
+    });
+    let far_route = ns_out(&["ip", "-n", &h1, "route", "show", "10.244.200.0/24"]);
+    assert!(
+        far_route.trim().is_empty(),
+        "no route for the refused node: {far_route}"
+    );
+    assert_reaches(&lab, &a1.netns, &p2);
 }
 
 #[tokio::test]

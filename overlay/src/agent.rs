@@ -174,7 +174,8 @@ impl OverlayAgent {
                     act.metrics.sync_errors.inc();
                     act.last = None;
                     warn!("overlay sync: {e}");
-                    ctx.run_later(RETRY, |act, ctx| act.request_sync(true, ctx));
+                    // `last` is cleared, so this runs even though nothing changed.
+                    ctx.run_later(RETRY, |act, ctx| act.request_sync(false, ctx));
                 }
             }
             if let Some(full) = act.pending.take() {
