@@ -7,7 +7,7 @@
 //! Pod and underlay runs alternate `--rounds` times and the medians are compared, so a slow
 //! moment of the VM does not land on one side only.
 //!
-//! `cargo bench --bench overlay -- [--seconds S] [--rounds N]`; the last line is
+//! `cargo bench --bench overlay -- [--seconds S] [--rounds N] [--streams P]`; the last line is
 //! `ratios to underlay: vxlan X.XX host-gw Y.YY vxlan-user Z.ZZ`.
 
 #[path = "../tests/common/node_host.rs"]
@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 use node_host::root_or_skip;
 use overlay_lab::{underlay_ip, Lab};
 
-/// TCP throughput in Gbit/s from `client` to `server_ip` (served in `server`), one stream.
-fn iperf(client: &Path, server: &Path, server_ip: &str, seconds: u64) -> f64 {
+/// TCP throughput in Gbit/s from `client` to `server_ip` (served in `server`) over
+/// `streams` parallel connections.
+fn iperf(client: &Path, server: &Path, server_ip: &str, seconds: u64, streams: u64) -> f64 {
     let mut srv = Command::new("nsenter")
         .arg(format!("--net={}", server.display()))
         .args(["iperf3", "-s", "-1", "-B", server_ip])
@@ -42,6 +43,8 @@ fn iperf(client: &Path, server: &Path, server_ip: &str, seconds: u64) -> f64 {
             .arg(format!("--net={}", client.display()))
             .args(["iperf3", "-c", server_ip, "-J", "-O", "1", "-t"])
             .arg(seconds.to_string())
+            .arg("-P")
+            .arg(streams.to_string())
             .output()
             .expect("iperf3 -c");
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -76,7 +79,8 @@ async fn main() {
             .unwrap_or(default)
     };
     let (seconds, rounds) = (flag("--seconds", 5), flag("--rounds", 3).max(1));
-    println!("TCP, one stream, {seconds} s per run (iperf3), median of {rounds} alternating runs, Gbit/s");
+    let streams = flag("--streams", 1).max(1);
+    println!("TCP, {streams} stream(s), {seconds} s per run (iperf3), median of {rounds} alternating runs, Gbit/s");
     println!(
         "{:<12} {:>14} {:>14} {:>8}",
         "backend", "pod -> pod", "underlay", "ratio"
@@ -97,9 +101,15 @@ async fn main() {
         }
         let (mut pods, mut underlay) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            pods.push(iperf(&client.netns, &server.netns, &server.ip, seconds));
+            pods.push(iperf(
+                &client.netns,
+                &server.netns,
+                &server.ip,
+                seconds,
+                streams,
+            ));
             let (h1, h2) = (&lab.host(1).netns, &lab.host(2).netns);
-            underlay.push(iperf(h1, h2, &underlay_ip(2), seconds));
+            underlay.push(iperf(h1, h2, &underlay_ip(2), seconds, streams));
         }
         let (pods, underlay) = (median(pods), median(underlay));
         let ratio = pods / underlay;
