@@ -25,7 +25,8 @@ use crate::metrics::OverlayMetrics;
 use crate::underlay::Underlay;
 use crate::OverlayError;
 
-/// Wait after a failed datapath set-up or sync before trying again.
+/// Wait after a failed datapath set-up or sync before trying again; doubled per further
+/// failure of the sync, up to the resync period.
 const RETRY: Duration = Duration::from_secs(2);
 
 pub struct OverlayAgent {
@@ -43,6 +44,10 @@ pub struct OverlayAgent {
     pending: Option<bool>,
     /// What the last successful sync programmed.
     last: Option<(Ipv4Net, Vec<Peer>)>,
+    /// What the running sync tries to program.
+    attempt: Option<(Ipv4Net, Vec<Peer>)>,
+    /// Syncs failed in a row.
+    failures: u32,
 }
 
 #[derive(Message)]
@@ -72,6 +77,8 @@ impl OverlayAgent {
             running: false,
             pending: None,
             last: None,
+            attempt: None,
+            failures: 0,
         }
     }
 
@@ -142,6 +149,7 @@ impl OverlayAgent {
             return;
         }
         self.running = true;
+        self.attempt = own_subnet.map(|s| (s, peers.clone()));
         let api: Api<Node> = Api::all(self.client.clone());
         let name = self.node_name.clone();
         let metrics = self.metrics.clone();
@@ -166,16 +174,21 @@ impl OverlayAgent {
             act.running = false;
             match res {
                 Ok(done) => {
+                    act.failures = 0;
                     if done.is_some() {
                         act.last = done;
                     }
                 }
                 Err(e) => {
                     act.metrics.sync_errors.inc();
-                    act.last = None;
-                    warn!("overlay sync: {e}");
-                    // `last` is cleared, so this runs even though nothing changed.
-                    ctx.run_later(RETRY, |act, ctx| act.request_sync(false, ctx));
+                    // Events that change nothing wait for the retry instead of failing again.
+                    act.last = act.attempt.take();
+                    let wait = RETRY
+                        .saturating_mul(1 << act.failures.min(8))
+                        .min(Duration::from_secs(act.cfg.resync_seconds.max(2)));
+                    act.failures += 1;
+                    warn!("overlay sync: {e}; retrying in {wait:?}");
+                    ctx.run_later(wait, |act, ctx| act.request_sync(true, ctx));
                 }
             }
             if let Some(full) = act.pending.take() {
