@@ -28,6 +28,19 @@ use overlay_lab::{underlay_ip, Lab, RunningPod};
 /// One lab at a time: three servers and their pods are most of two cores.
 static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The lab for `test` (hosts 1-3 on `backends`), held alone; `None`: the test skips. Bind as
+/// `(_one, lab)` so the lab is dropped before the next test may start.
+async fn start_lab(
+    test: &str,
+    backends: [&str; 3],
+) -> Option<(tokio::sync::MutexGuard<'static, ()>, Lab)> {
+    if !root_or_skip(test) {
+        return None;
+    }
+    let one = LAB.lock().await;
+    Some((one, Lab::start(backends)))
+}
+
 /// An HTTP request from the namespace `from` reaches `to` (its web container answers with
 /// its own name), within the deadline.
 fn reaches(from: &Path, to: &RunningPod, secs: u64) -> Result<(), String> {
@@ -238,11 +251,14 @@ fn metric(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn vxlan_carries_pods_across_hosts_and_follows_node_changes() {
-    if !root_or_skip("vxlan_carries_pods_across_hosts_and_follows_node_changes") {
+    let Some((_one, mut lab)) = start_lab(
+        "vxlan_carries_pods_across_hosts_and_follows_node_changes",
+        ["vxlan", "vxlan", "vxlan"],
+    )
+    .await
+    else {
         return;
-    }
-    let _one = LAB.lock().await;
-    let mut lab = Lab::start(["vxlan", "vxlan", "vxlan"]);
+    };
     let [a1, _b1, p2, _p3] = pods_talk(&lab).await;
 
     // Pods get the underlay MTU less the VXLAN overhead.
@@ -370,11 +386,14 @@ async fn vxlan_carries_pods_across_hosts_and_follows_node_changes() {
 
 #[tokio::test]
 async fn host_gw_routes_pods_across_hosts() {
-    if !root_or_skip("host_gw_routes_pods_across_hosts") {
+    let Some((_one, lab)) = start_lab(
+        "host_gw_routes_pods_across_hosts",
+        ["host-gw", "host-gw", "host-gw"],
+    )
+    .await
+    else {
         return;
-    }
-    let _one = LAB.lock().await;
-    let lab = Lab::start(["host-gw", "host-gw", "host-gw"]);
+    };
     let [a1, _b1, p2, _p3] = pods_talk(&lab).await;
     let route = ns_out(&["ip", "-n", &lab.host(1).name, "route", "get", &p2.ip]);
     assert!(
@@ -415,11 +434,14 @@ async fn host_gw_routes_pods_across_hosts() {
 
 #[tokio::test]
 async fn user_space_vxlan_carries_pods_across_hosts() {
-    if !root_or_skip("user_space_vxlan_carries_pods_across_hosts") {
+    let Some((_one, lab)) = start_lab(
+        "user_space_vxlan_carries_pods_across_hosts",
+        ["vxlan-user", "vxlan-user", "vxlan-user"],
+    )
+    .await
+    else {
         return;
-    }
-    let _one = LAB.lock().await;
-    let lab = Lab::start(["vxlan-user", "vxlan-user", "vxlan-user"]);
+    };
     pods_talk(&lab).await;
     let m = scrape(&lab, 1);
     for series in [
@@ -433,11 +455,14 @@ async fn user_space_vxlan_carries_pods_across_hosts() {
 
 #[tokio::test]
 async fn user_space_and_kernel_vxlan_interoperate() {
-    if !root_or_skip("user_space_and_kernel_vxlan_interoperate") {
+    let Some((_one, lab)) = start_lab(
+        "user_space_and_kernel_vxlan_interoperate",
+        ["vxlan-user", "vxlan", "vxlan"],
+    )
+    .await
+    else {
         return;
-    }
-    let _one = LAB.lock().await;
-    let lab = Lab::start(["vxlan-user", "vxlan", "vxlan"]);
+    };
     let [a1, _b1, p2, p3] = pods_talk(&lab).await;
     // And the other way: kernel-VXLAN pods and node reach the user-space host's pod.
     assert_reaches(&lab, &p2.netns, &a1);

@@ -23,6 +23,17 @@ impl BackendKind {
         }
     }
 
+    /// The kind a published name stands for.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            BackendKind::Vxlan,
+            BackendKind::HostGw,
+            BackendKind::VxlanUser,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == name)
+    }
+
     /// VXLAN on the wire (the kernel and user-space backends talk to each other).
     pub fn encapsulates(self) -> bool {
         self != BackendKind::HostGw

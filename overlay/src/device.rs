@@ -276,13 +276,7 @@ pub async fn neighbours(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, [u8; 6]
     Ok(msgs
         .into_iter()
         .filter(|m| m.header.ifindex == index && m.header.state == NeighbourState::Permanent)
-        .filter_map(|m| {
-            let ip = m.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            })?;
-            Some((ip, lladdr(&m)?))
-        })
+        .filter_map(|m| Some((destination(&m)?, lladdr(&m)?)))
         .collect())
 }
 
@@ -292,18 +286,19 @@ pub async fn fdb(h: &Handle, index: u32) -> Result<Vec<([u8; 6], Ipv4Addr)>, Ove
     Ok(msgs
         .into_iter()
         .filter(|m| m.header.ifindex == index)
-        .filter_map(|m| {
-            // In an AF_BRIDGE message the remote address comes back as raw bytes.
-            let dst = m.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
-                    <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
-                }
-                _ => None,
-            })?;
-            Some((lladdr(&m)?, dst))
-        })
+        .filter_map(|m| Some((lladdr(&m)?, destination(&m)?)))
         .collect())
+}
+
+fn destination(m: &NeighbourMessage) -> Option<Ipv4Addr> {
+    m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        // In an AF_BRIDGE message the remote address comes back as raw bytes.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+            <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+        }
+        _ => None,
+    })
 }
 
 fn lladdr(m: &NeighbourMessage) -> Option<[u8; 6]> {

@@ -70,12 +70,7 @@ pub fn pod_cidr(node: &Node) -> Option<Ipv4Net> {
 /// (yet) part of the overlay or published something unusable.
 pub fn peer(node: &Node) -> Option<Peer> {
     let a = node.metadata.annotations.as_ref()?;
-    let backend = match a.get(BACKEND_TYPE)?.as_str() {
-        "vxlan" => BackendKind::Vxlan,
-        "host-gw" => BackendKind::HostGw,
-        "vxlan-user" => BackendKind::VxlanUser,
-        _ => return None,
-    };
+    let backend = BackendKind::parse(a.get(BACKEND_TYPE)?)?;
     let vxlan = match backend {
         BackendKind::HostGw => None,
         _ => Some(serde_json::from_str::<VxlanData>(a.get(BACKEND_DATA)?).ok()?),

@@ -139,7 +139,7 @@ struct Datapath {
 }
 
 impl Datapath {
-    fn drop(&self, why: &str) {
+    fn count_drop(&self, why: &str) {
         self.metrics.drops.with_label_values(&[why]).inc();
     }
 
@@ -168,13 +168,13 @@ impl Datapath {
                 VnetHdr::parse(&buf),
                 wire::destination(&buf[VNET_HDR_LEN..n]),
             ) else {
-                self.drop(Drop::Malformed.as_str());
+                self.count_drop(Drop::Malformed.as_str());
                 continue;
             };
             let remote = self.fdb.read().ok().and_then(|f| f.get(&dst).copied());
             let Some(remote) = remote else {
                 // Broadcasts (ARP) and unknown MACs: every peer is pre-programmed.
-                self.drop(Drop::NoPeer.as_str());
+                self.count_drop(Drop::NoPeer.as_str());
                 continue;
             };
             let to = SocketAddrV4::new(remote, self.port);
@@ -202,8 +202,8 @@ impl Datapath {
                     packets.inc_by(count);
                     bytes.inc_by(frame_len as u64);
                 }
-                Some((Err(_), _)) => self.drop("io"),
-                None => self.drop(Drop::Malformed.as_str()),
+                Some((Err(_), _)) => self.count_drop("io"),
+                None => self.count_drop(Drop::Malformed.as_str()),
             }
         }
     }
@@ -233,7 +233,7 @@ impl Datapath {
                 let inner = match wire::decapsulate(d, self.vni, self.mac) {
                     Ok(inner) => inner,
                     Err(why) => {
-                        self.drop(why.as_str());
+                        self.count_drop(why.as_str());
                         continue;
                     }
                 };
@@ -249,7 +249,7 @@ impl Datapath {
                 wire::complete_checksum(inner);
                 let out = [IoSlice::new(&plain), IoSlice::new(inner)];
                 if (&*self.tap).write_vectored(&out).is_err() {
-                    self.drop("io");
+                    self.count_drop("io");
                 }
             }
             self.flush(&mut joined);
@@ -259,7 +259,7 @@ impl Datapath {
     fn flush(&self, joined: &mut Coalescer) {
         if let Some(frame) = joined.take() {
             if (&*self.tap).write_all(frame).is_err() {
-                self.drop("io");
+                self.count_drop("io");
             }
         }
     }

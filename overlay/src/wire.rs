@@ -3,7 +3,6 @@
 
 use pnet_packet::ethernet::EthernetPacket;
 use pnet_packet::vxlan::{MutableVxlanPacket, VxlanPacket};
-use pnet_packet::Packet;
 
 pub const HEADER_LEN: usize = 8;
 /// The I flag: the VNI field is valid.
@@ -112,22 +111,22 @@ pub fn destination(frame: &[u8]) -> Option<[u8; 6]> {
     EthernetPacket::new(frame).map(|e| e.get_destination().octets())
 }
 
-/// Inner IPv4 (source, destination) of a VXLAN payload, for tests and diagnostics.
-pub fn inner_ipv4(datagram: &[u8]) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)> {
-    let v = VxlanPacket::new(datagram)?;
-    let eth = EthernetPacket::new(v.payload())?;
-    let ip = pnet_packet::ipv4::Ipv4Packet::new(eth.payload())?;
-    Some((ip.get_source(), ip.get_destination()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use pnet_packet::ethernet::{EtherTypes, MutableEthernetPacket};
     use pnet_packet::ipv4::MutableIpv4Packet;
-    use pnet_packet::MutablePacket;
+    use pnet_packet::{MutablePacket, Packet};
 
     const PEER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
+
+    /// Inner IPv4 (source, destination) of a VXLAN payload.
+    fn inner_ipv4(datagram: &[u8]) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+        let v = VxlanPacket::new(datagram)?;
+        let eth = EthernetPacket::new(v.payload())?;
+        let ip = pnet_packet::ipv4::Ipv4Packet::new(eth.payload())?;
+        Some((ip.get_source(), ip.get_destination()))
+    }
 
     fn frame(dst: [u8; 6]) -> Vec<u8> {
         let mut buf = vec![0u8; HEADER_LEN + 14 + 20];

@@ -95,13 +95,7 @@ impl Reconciler for NodeIpam {
     }
 
     fn keys(&self) -> Vec<String> {
-        self.shared
-            .nodes
-            .store
-            .state()
-            .iter()
-            .map(|n| n.name_any())
-            .collect()
+        self.shared.node_names()
     }
 
     fn reconcile(self: Rc<Self>, key: String) -> LocalBoxFuture<'static, ReconcileResult> {

@@ -36,6 +36,16 @@ impl Shared {
         })
     }
 
+    /// Names of the cached nodes (the keys of node controllers).
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes
+            .store
+            .state()
+            .iter()
+            .map(|n| kube::ResourceExt::name_any(n.as_ref()))
+            .collect()
+    }
+
     /// Waits until every informer has listed once: controllers must not act on a partial view.
     pub async fn ready(&self) {
         let _ = self.pods.store.wait_until_ready().await;
