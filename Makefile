@@ -1,7 +1,6 @@
 # Skiff: `make lab` and `make test` are the two quick-start commands (see README.md).
 SHELL := /bin/bash
 CARGO ?= cargo
-LAB_DIR ?= target/lab
 
 .PHONY: deps build lint test lab bench bench-etcd
 
@@ -19,15 +18,21 @@ lint: deps
 test: deps lint
 	SKIFF_E2E_REQUIRED=1 $(CARGO) test --workspace --locked
 
-# Until the lab issue lands: one single-node server in the foreground.
+# The three-node lab (namespaces skiff-ul, skiff-n1..3; API on 127.0.0.1:6443, Prometheus on
+# 127.0.0.1:9090) with the echo chart installed. Running it again changes nothing.
+SKIFF := ./target/release/skiff
+LAB_IMAGE := 10.90.0.1:5000/busybox:latest
+
 lab: build
-	@mkdir -p $(LAB_DIR)
-	@./target/release/skiff kubeconfig --server http://127.0.0.1:6443 > $(LAB_DIR)/kubeconfig
-	@echo "skiff: 'make lab' runs a single-node 'skiff server' in the foreground for now (the three-node lab comes with 'skiff lab up'); Ctrl-C stops it."
-	@echo "skiff: API http://127.0.0.1:6443 (in another shell: export KUBECONFIG=$(CURDIR)/$(LAB_DIR)/kubeconfig; kubectl get ns)"
-	@echo "skiff: health http://127.0.0.1:9101/readyz, metrics http://127.0.0.1:9101/metrics, data in $(LAB_DIR)/n1"
-	./target/release/skiff server --node-name n1 --data-dir $(LAB_DIR)/n1 \
-		--peer-listen-addr 127.0.0.1:2380 --http-listen-addr 127.0.0.1:9101 --api-addr 127.0.0.1:6443 --set node.enabled=false
+	$(SKIFF) lab up --prometheus
+	@eval "$$($(SKIFF) lab env)"; $(SKIFF) chart upgrade --install echo charts/echo --set replicas=6 --set image=$(LAB_IMAGE)
+	@echo
+	@echo "next steps:"
+	@echo "  eval \"\$$($(SKIFF) lab env)\"   # KUBECONFIG and SKIFF_LAB_* for this shell"
+	@echo "  kubectl get pods -o wide          # echo pods on every node"
+	@echo "  curl -s 'http://127.0.0.1:9090/api/v1/query?query=up'   # Prometheus scraping nodes and pods"
+	@echo "  $(SKIFF) lab status               # nodes, leader, endpoints"
+	@echo "  $(SKIFF) lab down                 # remove everything"
 
 bench: deps
 	$(CARGO) bench --locked --bench store

@@ -10,7 +10,8 @@ set -euo pipefail
 # built by scripts/build-busybox-image.sh to it.
 # iproute2, util-linux: `ip netns` and `nsenter` for the tests' network namespaces.
 # nftables: the overlay masquerades pod egress with `nft`; iperf3: the overlay benchmark.
-packages=(protobuf-compiler runc docker-registry skopeo busybox-static iproute2 util-linux nftables iperf3 "$@")
+# python3: scripts/build-busybox-image.sh; prometheus: `skiff lab up --prometheus` and its test.
+packages=(protobuf-compiler runc docker-registry skopeo busybox-static iproute2 util-linux nftables iperf3 python3 prometheus "$@")
 
 missing=()
 for p in "${packages[@]}"; do

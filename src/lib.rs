@@ -1,9 +1,11 @@
 //! Skiff: a small, fast, Kubernetes-compatible container orchestrator.
 
 pub mod api;
+pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod controllers;
+pub mod lab;
 pub mod metrics;
 pub mod node;
 pub mod scheduler;

@@ -9,6 +9,7 @@ mod namespaces;
 mod object;
 mod patch;
 mod path;
+mod prometheus_sd;
 mod protobuf;
 mod proxy;
 mod resources;
@@ -140,6 +141,10 @@ pub fn serve(
             .route("/readyz", web::get().to(ready))
             .route("/metrics", web::get().to(metrics_text))
             .route("/openapi/v2", web::get().to(openapi_v2))
+            .route(
+                "/skiff/v1/prometheus-sd",
+                web::get().to(prometheus_sd::serve),
+            )
             .route("/api", web::get().to(api))
             .route("/apis", web::get().to(apis))
             .route("/apis/{group}", web::get().to(group))

@@ -105,6 +105,8 @@ fn columns(kind: &str) -> Vec<Col> {
             wide("OS-Image"),
             wide("Kernel-Version"),
             wide("Container-Runtime"),
+            // Not in upstream's printer: the overlay's subnet per node is what lab users check.
+            wide("Pod-CIDR"),
         ],
         "Namespace" => vec![name, col("Status", "string"), age],
         "Event" => vec![
@@ -464,6 +466,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
                 json!(s(o, "/status/nodeInfo/osImage")),
                 json!(s(o, "/status/nodeInfo/kernelVersion")),
                 json!(s(o, "/status/nodeInfo/containerRuntimeVersion")),
+                json!(or_none(s(o, "/spec/podCIDR").into())),
             ]
         }
         "Namespace" => vec![name, json!(s(o, "/status/phase")), json!(age(o))],

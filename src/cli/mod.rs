@@ -1,7 +1,9 @@
 //! The `skiff` command line.
 
+mod chart;
 mod image;
 mod server;
+pub(crate) use server::init_logging;
 
 use std::path::PathBuf;
 
@@ -34,6 +36,12 @@ enum Command {
     /// Manage the node's image store.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// A replicated cluster on this machine, in network namespaces (root).
+    #[command(subcommand)]
+    Lab(crate::lab::LabCommand),
+    /// Render and install Helm-format charts as releases.
+    #[command(subcommand)]
+    Chart(chart::ChartCommand),
     /// Print the version.
     Version,
     /// (internal) The per-container shim started by the node agent.
@@ -143,6 +151,8 @@ pub enum CliError {
     ReplicaExited(i32),
     #[error("node agent: {0}")]
     Node(#[from] crate::node::NodeError),
+    #[error("lab: {0}")]
+    Lab(#[from] crate::lab::LabError),
 }
 
 /// A kubeconfig for one API server.
@@ -193,6 +203,8 @@ pub fn main() -> i32 {
         }
         Command::Kubeconfig(args) => kubeconfig(&args).map(|text| print!("{text}")),
         Command::Image(command) => image::run(command),
+        Command::Chart(command) => return chart::run(command),
+        Command::Lab(command) => crate::lab::run(command).map_err(CliError::from),
     };
     match result {
         Ok(()) => 0,

@@ -53,7 +53,7 @@ fn set_overrides(set: &[String]) -> Result<Vec<(String, Value)>, CliError> {
         .collect()
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,raft=warn"));
     let _ = tracing_subscriber::fmt()

@@ -193,6 +193,7 @@ pub async fn start(
         name: cfg.node_name.clone(),
         address: address.clone(),
         port: node.listen_addr.port(),
+        metrics_port: cfg.http_listen_addr.port(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_kib: registration::memory_kib(),
         max_pods: node.max_pods,

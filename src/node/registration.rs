@@ -14,12 +14,19 @@ use serde_json::json;
 
 use super::NodeError;
 
+/// Node annotation with the port of the node's metrics endpoint (`http_listen_addr`);
+/// `/skiff/v1/prometheus-sd` pairs it with the node's InternalIP. An annotation, not a
+/// status field, so upstream clients and older servers simply ignore it.
+pub const METRICS_PORT_ANNOTATION: &str = "skiff.io/metrics-port";
+
 /// What the agent reports about its host.
 #[derive(Clone, Debug)]
 pub struct HostInfo {
     pub name: String,
     pub address: String,
     pub port: u16,
+    /// Port of the health and metrics endpoint (`http_listen_addr`).
+    pub metrics_port: u16,
     pub cpus: u32,
     pub memory_kib: u64,
     pub max_pods: u32,
@@ -194,6 +201,7 @@ pub async fn register(client: &Client, h: &HostInfo, pod_cidr: &str) -> Result<N
                         "beta.kubernetes.io/os": "linux",
                         "beta.kubernetes.io/arch": arch(),
                     },
+                    "annotations": { METRICS_PORT_ANNOTATION: h.metrics_port.to_string() },
                 },
                 "spec": {},
             }))?;
@@ -205,18 +213,43 @@ pub async fn register(client: &Client, h: &HostInfo, pod_cidr: &str) -> Result<N
             api.create(&PostParams::default(), &node).await?
         }
     };
+    match catch_up(&node, h, pod_cidr) {
+        Some(patch) => Ok(api
+            .patch(&h.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?),
+        None => Ok(node),
+    }
+}
+
+/// The merge patch bringing a registered Node up to date with this agent: the pod CIDR
+/// when it has none yet, and the metrics port (a node registered by an older agent, or an
+/// agent restarted with another `http_listen_addr`). `None`: nothing to change.
+fn catch_up(node: &Node, h: &HostInfo, pod_cidr: &str) -> Option<serde_json::Value> {
+    let mut patch = serde_json::Map::new();
     let has_cidr = node
         .spec
         .as_ref()
         .and_then(|s| s.pod_cidr.as_ref())
         .is_some();
     if !has_cidr && !pod_cidr.is_empty() {
-        let patch = json!({"spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]}});
-        return Ok(api
-            .patch(&h.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?);
+        patch.insert(
+            "spec".into(),
+            json!({"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]}),
+        );
     }
-    Ok(node)
+    let port = h.metrics_port.to_string();
+    let advertised = node
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(METRICS_PORT_ANNOTATION));
+    if advertised != Some(&port) {
+        patch.insert(
+            "metadata".into(),
+            json!({"annotations": { METRICS_PORT_ANNOTATION: port }}),
+        );
+    }
+    (!patch.is_empty()).then_some(serde_json::Value::Object(patch))
 }
 
 /// Writes the node's status; returns the Node as stored.
@@ -260,5 +293,51 @@ pub async fn renew_lease(client: &Client, name: &str, duration: i32) -> Result<(
             Ok(())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostInfo {
+        HostInfo {
+            name: "n1".into(),
+            address: "10.0.0.5".into(),
+            port: 10250,
+            metrics_port: 9101,
+            cpus: 2,
+            memory_kib: 1024,
+            max_pods: 110,
+            runtime_version: "runc://1.1".into(),
+        }
+    }
+
+    fn node(v: serde_json::Value) -> Node {
+        serde_json::from_value(v).expect("node")
+    }
+
+    #[test]
+    fn catch_up_adds_the_metrics_port_and_pod_cidr_only_when_missing() {
+        let bare = node(json!({"metadata": {"name": "n1"}}));
+        assert_eq!(
+            catch_up(&bare, &host(), "10.244.1.0/24"),
+            Some(json!({
+                "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]},
+                "metadata": {"annotations": {"skiff.io/metrics-port": "9101"}},
+            }))
+        );
+        let stale = node(json!({
+            "metadata": {"name": "n1", "annotations": {"skiff.io/metrics-port": "9102"}},
+            "spec": {"podCIDR": "10.244.1.0/24"},
+        }));
+        assert_eq!(
+            catch_up(&stale, &host(), "10.244.1.0/24"),
+            Some(json!({"metadata": {"annotations": {"skiff.io/metrics-port": "9101"}}}))
+        );
+        let current = node(json!({
+            "metadata": {"name": "n1", "annotations": {"skiff.io/metrics-port": "9101"}},
+        }));
+        assert_eq!(catch_up(&current, &host(), ""), None);
     }
 }

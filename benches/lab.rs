@@ -1,0 +1,139 @@
+//! `skiff lab` benchmark (root): per round, `skiff lab up` (3 nodes) until every node is Ready,
+//! the idle resident memory of each `skiff server` after a settling period, and the leader
+//! failover time (SIGKILL of the leader's server until another node reports itself leader in
+//! its metrics), then `skiff lab down`. Prints a table of medians.
+//!
+//! `cargo bench --bench lab -- [--rounds N] [--settle S]`
+
+#[path = "../tests/common/node_host.rs"]
+#[allow(dead_code)]
+mod node_host;
+#[path = "../tests/common/servers.rs"]
+#[allow(dead_code)]
+mod servers;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use node_host::root_or_skip;
+use servers::BIN;
+
+fn metrics(k: usize) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", 9100 + k as u16)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf
+}
+
+fn leader(nodes: &[usize]) -> Option<usize> {
+    nodes
+        .iter()
+        .copied()
+        .find(|&k| metrics(k).lines().any(|l| l == "skiff_raft_is_leader 1"))
+}
+
+fn rss_mib(pid: i64) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    if !root_or_skip("lab benchmark") {
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str, default: u64| -> u64 {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (rounds, settle) = (flag("--rounds", 3).max(1), flag("--settle", 20));
+    let (mut up, mut rss, mut failover) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("lab");
+        let run = |args: &[&str]| {
+            Command::new(BIN)
+                .args(args)
+                .env("SKIFF_LAB_DIR", &dir)
+                .output()
+                .expect("skiff")
+        };
+        let kc = tmp.path().join("kubeconfig").display().to_string();
+        let start = Instant::now();
+        let out = run(&["lab", "up", "--kubeconfig", &kc]);
+        let took = start.elapsed().as_secs_f64();
+        if !out.status.success() {
+            let _ = run(&["lab", "down"]);
+            panic!("lab up: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        up.push(took);
+        std::thread::sleep(Duration::from_secs(settle));
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("lab.json")).expect("state"))
+                .expect("state json");
+        let pid = |k: usize| -> i64 {
+            state["processes"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p[0] == format!("n{k}")))
+                .and_then(|p| p[1].as_i64())
+                .expect("server pid")
+        };
+        let per_node: Vec<f64> = (1..=3).map(|k| rss_mib(pid(k))).collect();
+        rss.push(per_node.iter().copied().fold(0.0, f64::max));
+        let all = [1, 2, 3];
+        let Some(l) = leader(&all) else {
+            let _ = run(&["lab", "down"]);
+            panic!("no leader");
+        };
+        let _ = Command::new("kill")
+            .args(["-9", &pid(l).to_string()])
+            .status();
+        let killed = Instant::now();
+        let rest: Vec<usize> = all.iter().copied().filter(|&k| k != l).collect();
+        while leader(&rest).is_none() && killed.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        failover.push(killed.elapsed().as_secs_f64());
+        let _ = run(&["lab", "down"]);
+        println!(
+            "round {round}: up {took:.2} s, idle RSS per node {:?} MiB, failover {:.2} s",
+            per_node
+                .iter()
+                .map(|m| format!("{m:.1}"))
+                .collect::<Vec<_>>(),
+            failover.last().copied().unwrap_or_default()
+        );
+    }
+    println!("medians of {rounds} rounds (3 nodes, {settle} s idle before measuring RSS):");
+    println!("{:<40} {:>10}", "metric", "value");
+    println!("{:<40} {:>8.2} s", "lab up -> 3 nodes Ready", median(up));
+    println!(
+        "{:<40} {:>6.1} MiB",
+        "idle RSS per node (largest node)",
+        median(rss)
+    );
+    println!(
+        "{:<40} {:>8.2} s",
+        "leader failover (kill -9 -> new leader)",
+        median(failover)
+    );
+}

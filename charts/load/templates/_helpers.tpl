@@ -1,0 +1,3 @@
+{{- define "load.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

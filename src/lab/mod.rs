@@ -1,0 +1,95 @@
+//! `skiff lab`: an N-node replicated cluster on one machine, inside network namespaces.
+//!
+//! The lab runs the same `skiff server` a real host runs, one per node namespace
+//! (`skiff-n1..N`), all on one underlay bridge in the namespace `skiff-ul`; a detached
+//! forwarder (`skiff lab forward`) makes the API and metrics reachable on 127.0.0.1 in the
+//! root namespace. Nothing of the lab is addressed or routed in the root namespace.
+
+mod down;
+mod forward;
+mod image;
+mod kubeconfig;
+mod netns;
+mod plan;
+mod prometheus;
+mod state;
+mod status;
+mod up;
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use thiserror::Error;
+
+pub use plan::Plan;
+
+#[derive(Debug, Error)]
+pub enum LabError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("`{cmd}` failed: {stderr}")]
+    Command { cmd: String, stderr: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("kubeconfig {path}: {reason}")]
+    Kubeconfig { path: String, reason: String },
+    #[error("lab state {path}: {reason}")]
+    State { path: String, reason: String },
+    #[error("{0}")]
+    NotReady(String),
+}
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Create the namespaces, start one `skiff server` per node, the registry and the
+    /// forwarder, write the kubeconfig and wait until every node is Ready.
+    Up(UpArgs),
+    /// Stop everything and remove the namespaces, links, mounts, files and kubeconfig context.
+    Down(DirArgs),
+    /// Nodes, leader and endpoints of the running lab.
+    Status(DirArgs),
+    /// Shell exports for scripts: `eval "$(skiff lab env)"`.
+    Env(DirArgs),
+    /// (internal) The forwarder from 127.0.0.1 into the node namespaces.
+    #[command(hide = true)]
+    Forward(DirArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct DirArgs {
+    /// Where the lab keeps its state, data and logs.
+    #[arg(long, env = "SKIFF_LAB_DIR", default_value = "/var/lib/skiff-lab")]
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Number of nodes; every node is a control-plane member.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Overlay backend of every node: vxlan, host-gw or vxlan-user.
+    #[arg(long, default_value = "vxlan")]
+    pub backend: String,
+    /// Kubeconfig to merge the `skiff-lab` context into (default: $KUBECONFIG's first file,
+    /// else ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Also run Prometheus in node 1's namespace (HTTP API on 127.0.0.1:9090).
+    #[arg(long)]
+    pub prometheus: bool,
+    /// How long to wait for every node to be Ready.
+    #[arg(long, default_value_t = 180)]
+    pub timeout_seconds: u64,
+}
+
+pub fn run(cmd: LabCommand) -> Result<(), LabError> {
+    match cmd {
+        LabCommand::Up(a) => up::run(&a),
+        LabCommand::Down(a) => down::run(&a.dir),
+        LabCommand::Status(a) => status::status(&a.dir),
+        LabCommand::Env(a) => status::env(&a.dir),
+        LabCommand::Forward(a) => forward::run(&a.dir),
+    }
+}

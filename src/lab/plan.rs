@@ -1,0 +1,146 @@
+//! The lab's names and address plan (design.md, "Lab topology"): one underlay namespace with a
+//! bridge, node K in namespace `skiff-nK` at 10.90.0.(10+K) on it, the registry at 10.90.0.1.
+
+use std::path::Path;
+
+use super::LabError;
+
+pub const UNDERLAY_NS: &str = "skiff-ul";
+pub const BRIDGE: &str = "br0";
+pub const REGISTRY: &str = "10.90.0.1:5000";
+pub const REGISTRY_CIDR: &str = "10.90.0.1/24";
+pub const IMAGE: &str = "10.90.0.1:5000/busybox:latest";
+pub const CONTEXT: &str = "skiff-lab";
+/// Ports on 127.0.0.1 in the root namespace.
+pub const API_PORT: u16 = 6443;
+pub const PROMETHEUS_PORT: u16 = 9090;
+/// Inside every node namespace.
+pub const NODE_METRICS_PORT: u16 = 9101;
+pub const MAX_NODES: usize = 9;
+pub const BACKENDS: [&str; 3] = ["vxlan", "host-gw", "vxlan-user"];
+
+/// What `skiff lab up` was asked for.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    pub nodes: usize,
+    pub backend: String,
+    pub prometheus: bool,
+}
+
+impl Plan {
+    pub fn new(nodes: usize, backend: &str, prometheus: bool) -> Result<Plan, LabError> {
+        if !(1..=MAX_NODES).contains(&nodes) {
+            return Err(LabError::Invalid(format!(
+                "--nodes must be 1..={MAX_NODES}, got {nodes}"
+            )));
+        }
+        if !BACKENDS.contains(&backend) {
+            return Err(LabError::Invalid(format!(
+                "--backend must be one of {}, got {backend:?}",
+                BACKENDS.join(", ")
+            )));
+        }
+        Ok(Plan {
+            nodes,
+            backend: backend.to_string(),
+            prometheus,
+        })
+    }
+
+    pub fn indices(&self) -> std::ops::RangeInclusive<usize> {
+        1..=self.nodes
+    }
+
+    /// Root-namespace ports the forwarder binds.
+    pub fn local_ports(&self) -> Vec<u16> {
+        let mut ports = vec![API_PORT];
+        ports.extend(self.indices().map(metrics_port));
+        if self.prometheus {
+            ports.push(PROMETHEUS_PORT);
+        }
+        ports
+    }
+
+    /// Node K's config: the same keys a real host's /etc/skiff/config.toml has, with the lab's
+    /// short heartbeats and eviction timeouts so failures show within seconds.
+    pub fn node_config(&self, k: usize, dir: &Path) -> String {
+        let ip = underlay_ip(k);
+        let members: Vec<String> = self
+            .indices()
+            .map(|m| format!("\"{}={}:2380\"", node_name(m), underlay_ip(m)))
+            .collect();
+        format!(
+            "node_name = \"{name}\"\n\
+             data_dir = \"{data}\"\n\
+             initial_cluster = [{members}]\n\
+             peer_listen_addr = \"{ip}:2380\"\n\
+             http_listen_addr = \"0.0.0.0:{NODE_METRICS_PORT}\"\n\
+             api_addr = \"0.0.0.0:{API_PORT}\"\n\
+             [controllers]\n\
+             node_monitor_grace_seconds = 8\n\
+             default_toleration_seconds = 5\n\
+             [node]\n\
+             address = \"{ip}\"\n\
+             listen_addr = \"{ip}:10250\"\n\
+             run_dir = \"{run}\"\n\
+             insecure_registries = [\"{REGISTRY}\"]\n\
+             lease_renew_seconds = 2\n\
+             status_update_seconds = 2\n\
+             [overlay]\n\
+             backend = \"{backend}\"\n",
+            name = node_name(k),
+            data = node_dir(dir, k).join("data").display(),
+            run = node_dir(dir, k).join("run").display(),
+            members = members.join(", "),
+            backend = self.backend,
+        )
+    }
+}
+
+pub fn node_name(k: usize) -> String {
+    format!("n{k}")
+}
+
+pub fn node_ns(k: usize) -> String {
+    format!("skiff-n{k}")
+}
+
+pub fn underlay_ip(k: usize) -> String {
+    format!("10.90.0.{}", 10 + k)
+}
+
+/// The root-namespace port of node K's metrics endpoint.
+pub fn metrics_port(k: usize) -> u16 {
+    9100 + k as u16
+}
+
+pub fn node_dir(dir: &Path, k: usize) -> std::path::PathBuf {
+    dir.join(node_name(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_rejects_bad_input() {
+        assert!(Plan::new(0, "vxlan", false).is_err());
+        assert!(Plan::new(MAX_NODES + 1, "vxlan", false).is_err());
+        assert!(Plan::new(3, "flannel", false).is_err());
+        let p = Plan::new(3, "host-gw", true).expect("valid");
+        assert_eq!(p.local_ports(), vec![6443, 9101, 9102, 9103, 9090]);
+    }
+
+    #[test]
+    fn node_config_is_a_valid_server_config() {
+        let p = Plan::new(3, "vxlan", false).expect("valid");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("n2.toml");
+        std::fs::write(&file, p.node_config(2, dir.path())).expect("write");
+        let cfg = crate::config::Config::load(Some(&file), &[]).expect("parses");
+        assert_eq!(cfg.node_name, "n2");
+        assert_eq!(cfg.members().expect("members").len(), 3);
+        assert_eq!(cfg.node.address, "10.90.0.12");
+        assert_eq!(cfg.overlay.backend.as_str(), "vxlan");
+    }
+}

@@ -1,0 +1,283 @@
+//! `skiff lab up`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+
+use super::netns::{self, ip};
+use super::plan::{self, Plan, BRIDGE, CONTEXT, IMAGE, REGISTRY_CIDR, UNDERLAY_NS};
+use super::state::{self, LabState};
+use super::{down, image, kubeconfig, prometheus, LabError, UpArgs};
+
+const TOOLS: [&str; 7] = [
+    "ip",
+    "nsenter",
+    "runc",
+    "docker-registry",
+    "skopeo",
+    "busybox",
+    "python3",
+];
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+fn preflight(plan: &Plan, dir: &Path) -> Result<(), LabError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(LabError::Invalid(
+            "skiff lab needs root (it creates network namespaces)".into(),
+        ));
+    }
+    let mut missing: Vec<&str> = TOOLS.into_iter().filter(|t| !on_path(t)).collect();
+    if plan.prometheus && !on_path("prometheus") {
+        missing.push("prometheus");
+    }
+    if !missing.is_empty() {
+        return Err(LabError::Invalid(format!(
+            "missing tools: {} (scripts/install-deps.sh installs them)",
+            missing.join(", ")
+        )));
+    }
+    let names = std::iter::once(UNDERLAY_NS.to_string()).chain(plan.indices().map(plan::node_ns));
+    if let Some(ns) = names.into_iter().find(|n| netns::exists(n)) {
+        return Err(LabError::Invalid(format!(
+            "network namespace {ns} exists but {} has no lab: remove it first (`skiff lab down --dir DIR` of the lab that made it)",
+            dir.display()
+        )));
+    }
+    for port in plan.local_ports() {
+        std::net::TcpListener::bind(("127.0.0.1", port))
+            .map_err(|e| LabError::Invalid(format!("127.0.0.1:{port} is not free: {e}")))?;
+    }
+    Ok(())
+}
+
+pub fn run(args: &UpArgs) -> Result<(), LabError> {
+    let dir = args.dir.dir.as_path();
+    let plan = Plan::new(args.nodes, &args.backend, args.prometheus)?;
+    if let Some(st) = state::load(dir)? {
+        let dead: Vec<&String> = st
+            .processes
+            .iter()
+            .filter(|(_, pid)| !netns::alive(*pid as i32))
+            .map(|(role, _)| role)
+            .collect();
+        if dead.is_empty() {
+            println!(
+                "skiff lab: already running ({} nodes, backend {}, state in {}); nothing changed",
+                st.plan.nodes,
+                st.plan.backend,
+                dir.display()
+            );
+            return Ok(());
+        }
+        return Err(LabError::Invalid(format!(
+            "the lab in {} is partly stopped ({} not running): run `skiff lab down` first",
+            dir.display(),
+            dead.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    preflight(&plan, dir)?;
+    let kubeconfig = args
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(kubeconfig::default_path);
+    let started = Instant::now();
+    std::fs::create_dir_all(dir)?;
+    let mut st = LabState {
+        plan: plan.clone(),
+        kubeconfig,
+        kubeconfig_created: false,
+        processes: Vec::new(),
+    };
+    // From here on a failure removes what was made, so nothing is left half-built.
+    if let Err(e) = build(dir, &mut st) {
+        eprintln!("skiff lab: up failed ({e}); removing what was started");
+        let _ = down::run(dir);
+        return Err(e);
+    }
+    println!(
+        "skiff lab: {} servers started, waiting for the nodes",
+        plan.nodes
+    );
+    wait_ready(&plan, Duration::from_secs(args.timeout_seconds)).map_err(|e| {
+        LabError::NotReady(format!(
+            "{e}; logs in {}/n*/server.log; `skiff lab down` removes the lab",
+            dir.display()
+        ))
+    })?;
+    if plan.prometheus {
+        prometheus::wait_ready(Duration::from_secs(30)).map_err(|e| {
+            LabError::NotReady(format!(
+                "{e} (see {}/prometheus/prometheus.log)",
+                dir.display()
+            ))
+        })?;
+    }
+    println!(
+        "skiff lab: {} nodes Ready in {:.1} s\n\n\
+         kubectl:    kubectl --context {CONTEXT} get nodes -o wide   (context merged into {})\n\
+         scripts:    eval \"$(skiff lab env)\"; kubectl get pods -A\n\
+         image:      {IMAGE}\n\
+         metrics:    {}\n\
+         status:     skiff lab status\n\
+         remove:     skiff lab down",
+        plan.nodes,
+        started.elapsed().as_secs_f64(),
+        st.kubeconfig.display(),
+        plan.indices()
+            .map(|k| format!("http://127.0.0.1:{}/metrics", plan::metrics_port(k)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    if plan.prometheus {
+        println!(
+            "prometheus: http://127.0.0.1:{}/ (targets from /skiff/v1/prometheus-sd)",
+            plan::PROMETHEUS_PORT
+        );
+    }
+    Ok(())
+}
+
+fn build(dir: &Path, st: &mut LabState) -> Result<(), LabError> {
+    let plan = st.plan.clone();
+    // State first: `down` finds whatever exists from the first namespace on.
+    state::save(dir, st)?;
+    netns::add(UNDERLAY_NS)?;
+    ip(&["-n", UNDERLAY_NS, "link", "add", BRIDGE, "type", "bridge"])?;
+    ip(&[
+        "-n",
+        UNDERLAY_NS,
+        "addr",
+        "add",
+        REGISTRY_CIDR,
+        "dev",
+        BRIDGE,
+    ])?;
+    ip(&["-n", UNDERLAY_NS, "link", "set", BRIDGE, "up"])?;
+    for k in plan.indices() {
+        let ns = plan::node_ns(k);
+        let port = plan::node_name(k);
+        netns::add(&ns)?;
+        ip(&[
+            "-n",
+            UNDERLAY_NS,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &ns,
+        ])?;
+        ip(&[
+            "-n",
+            UNDERLAY_NS,
+            "link",
+            "set",
+            &port,
+            "master",
+            BRIDGE,
+            "up",
+        ])?;
+        let cidr = format!("{}/24", plan::underlay_ip(k));
+        ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+    }
+    let pid = image::start_registry(dir)?;
+    record(dir, st, "registry", pid)?;
+    image::preload(dir)?;
+    let exe = std::env::current_exe()?;
+    for k in plan.indices() {
+        let ndir = plan::node_dir(dir, k);
+        std::fs::create_dir_all(&ndir)?;
+        let cfg = ndir.join("config.toml");
+        std::fs::write(&cfg, plan.node_config(k, dir))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("server").arg("--config").arg(&cfg);
+        let pid = netns::spawn(Some(&plan::node_ns(k)), cmd, &ndir.join("server.log"))?;
+        record(dir, st, &plan::node_name(k), pid)?;
+    }
+    let mut cmd = Command::new(&exe);
+    cmd.args(["lab", "forward", "--dir"]).arg(dir);
+    let pid = netns::spawn(None, cmd, &dir.join("forward.log"))?;
+    record(dir, st, "forwarder", pid)?;
+    if plan.prometheus {
+        let pid = prometheus::start(dir)?;
+        record(dir, st, "prometheus", pid)?;
+    }
+    let server = format!("http://127.0.0.1:{}", plan::API_PORT);
+    std::fs::write(
+        state::own_kubeconfig(dir),
+        crate::cli::kubeconfig_text(&server, CONTEXT),
+    )?;
+    st.kubeconfig_created = kubeconfig::merge(&st.kubeconfig, &server)?;
+    state::save(dir, st)?;
+    Ok(())
+}
+
+fn record(dir: &Path, st: &mut LabState, role: &str, pid: u32) -> Result<(), LabError> {
+    st.processes.push((role.to_string(), pid));
+    state::save(dir, st)
+}
+
+/// Polls the API through the forwarder until every node is Ready, printing progress.
+fn wait_ready(plan: &Plan, timeout: Duration) -> Result<(), LabError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let url = format!("http://127.0.0.1:{}", plan::API_PORT);
+        let uri = url
+            .parse()
+            .map_err(|e| LabError::Invalid(format!("{url}: {e}")))?;
+        let client = kube::Client::try_from(kube::Config::new(uri))
+            .map_err(|e| LabError::NotReady(e.to_string()))?;
+        let nodes: kube::Api<Node> = kube::Api::all(client);
+        let start = Instant::now();
+        let mut last = None;
+        loop {
+            let ready = match nodes.list(&Default::default()).await {
+                Ok(list) => list.items.iter().filter(|n| node_ready(n)).count(),
+                Err(_) => 0,
+            };
+            if last != Some(ready) {
+                println!(
+                    "  {ready}/{} nodes Ready ({:.0} s)",
+                    plan.nodes,
+                    start.elapsed().as_secs_f64()
+                );
+                last = Some(ready);
+            }
+            if ready >= plan.nodes {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(LabError::NotReady(format!(
+                    "only {ready}/{} nodes Ready after {} s",
+                    plan.nodes,
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+pub fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
