@@ -55,6 +55,39 @@ pub struct Config {
     pub controllers: ControllersConfig,
     pub node: crate::node::NodeConfig,
     pub overlay: overlay::OverlayConfig,
+    pub services: ServicesConfig,
+    pub proxy: crate::proxy::ProxyConfig,
+    pub dns: crate::dns::DnsConfig,
+    pub ingress: crate::ingress::IngressConfig,
+}
+
+/// Service addressing, shared by the API server (allocation), the proxy and DNS.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServicesConfig {
+    /// ClusterIPs are allocated from here (kube-apiserver's `--service-cluster-ip-range`).
+    pub service_cidr: String,
+    /// NodePorts, `FIRST-LAST` (`--service-node-port-range`).
+    pub node_port_range: String,
+    /// DNS suffix of services and pods.
+    pub cluster_domain: String,
+    /// The cluster DNS service's ClusterIP (reserved; pods use it as their nameserver).
+    pub dns_service_ip: String,
+    /// LoadBalancer addresses: CIDRs or `FIRST-LAST` ranges; empty: LoadBalancer services stay
+    /// pending.
+    pub load_balancer_pool: Vec<String>,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            service_cidr: "10.96.0.0/16".into(),
+            node_port_range: "30000-32767".into(),
+            cluster_domain: "cluster.local".into(),
+            dns_service_ip: "10.96.0.10".into(),
+            load_balancer_pool: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -139,6 +172,10 @@ impl Default for Config {
             controllers: ControllersConfig::default(),
             node: crate::node::NodeConfig::default(),
             overlay: overlay::OverlayConfig::default(),
+            services: ServicesConfig::default(),
+            proxy: crate::proxy::ProxyConfig::default(),
+            dns: crate::dns::DnsConfig::default(),
+            ingress: crate::ingress::IngressConfig::default(),
         }
     }
 }
@@ -281,6 +318,9 @@ impl Config {
         }
         let cluster = self.controllers_cluster_cidr()?;
         self.cluster_cidr()?;
+        self.node_port_range()?;
+        self.dns_service_ip()?;
+        self.load_balancer_pool()?;
         let mask = self.controllers.node_cidr_mask_size;
         if mask < cluster.prefix_len() || mask > 30 {
             return Err(invalid(
@@ -307,6 +347,74 @@ impl Config {
             return self.controllers_cluster_cidr();
         }
         parse_cidr("overlay.cluster_cidr", &self.overlay.cluster_cidr)
+    }
+
+    pub fn service_cidr(&self) -> Result<ipnet::Ipv4Net, ConfigError> {
+        parse_cidr("services.service_cidr", &self.services.service_cidr)
+    }
+
+    /// The NodePort range, inclusive.
+    pub fn node_port_range(&self) -> Result<(u16, u16), ConfigError> {
+        let key = "services.node_port_range";
+        let (a, b) = self
+            .services
+            .node_port_range
+            .split_once('-')
+            .ok_or_else(|| invalid(key, "must be FIRST-LAST"))?;
+        let a: u16 = a
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, "FIRST is not a port"))?;
+        let b: u16 = b
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, "LAST is not a port"))?;
+        if a == 0 || a > b {
+            return Err(invalid(key, "must be FIRST-LAST with 0 < FIRST <= LAST"));
+        }
+        Ok((a, b))
+    }
+
+    pub fn dns_service_ip(&self) -> Result<std::net::Ipv4Addr, ConfigError> {
+        let key = "services.dns_service_ip";
+        let ip: std::net::Ipv4Addr = self
+            .services
+            .dns_service_ip
+            .parse()
+            .map_err(|_| invalid(key, "is not an IPv4 address"))?;
+        if !self.service_cidr()?.contains(&ip) {
+            return Err(invalid(key, "must be inside services.service_cidr"));
+        }
+        Ok(ip)
+    }
+
+    /// Every address of `services.load_balancer_pool`, in order.
+    pub fn load_balancer_pool(&self) -> Result<Vec<std::net::Ipv4Addr>, ConfigError> {
+        let key = "services.load_balancer_pool";
+        let mut out = Vec::new();
+        for item in &self.services.load_balancer_pool {
+            if let Some((a, b)) = item.split_once('-') {
+                let a: std::net::Ipv4Addr = a
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(key, format!("{item:?}: bad first address")))?;
+                let b: std::net::Ipv4Addr = b
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(key, format!("{item:?}: bad last address")))?;
+                if u32::from(a) > u32::from(b) || u32::from(b) - u32::from(a) > 65535 {
+                    return Err(invalid(key, format!("{item:?}: bad range")));
+                }
+                out.extend((u32::from(a)..=u32::from(b)).map(std::net::Ipv4Addr::from));
+            } else {
+                let net = parse_cidr(key, item)?;
+                if net.prefix_len() < 16 {
+                    return Err(invalid(key, format!("{item:?}: at most a /16")));
+                }
+                out.extend(net.hosts());
+            }
+        }
+        Ok(out)
     }
 
     /// Where the node IPAM controller allocates pod subnets from.

@@ -5,9 +5,12 @@ pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod controllers;
+pub mod dns;
+pub mod ingress;
 pub mod lab;
 pub mod metrics;
 pub mod node;
+pub mod proxy;
 pub mod scheduler;
 pub mod store;
 

@@ -3,6 +3,9 @@
 //! pods on every node reach each other across hosts; `up` and `down` are idempotent and `down`
 //! leaves no namespace, link, mount, process, file or kubeconfig entry behind.
 
+#[path = "common/lab.rs"]
+#[allow(dead_code)]
+mod lab;
 #[path = "common/node_host.rs"]
 #[allow(dead_code)]
 mod node_host;
@@ -10,193 +13,14 @@ mod node_host;
 #[allow(dead_code)]
 mod servers;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use lab::*;
 use node_host::root_or_skip;
 use serde_json::Value;
 use servers::BIN;
-
-/// One lab at a time: its namespaces and 127.0.0.1 ports are fixed.
-static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-const KUBECTL_OLD: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
-const KUBECTL_NEW: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
-const IMAGE: &str = "10.90.0.1:5000/busybox:latest";
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A lab in a temporary directory, removed on drop (also when the test fails).
-struct TestLab {
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-impl TestLab {
-    fn lab_dir(&self) -> PathBuf {
-        self.dir.path().join("lab")
-    }
-
-    fn skiff(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("SKIFF_LAB_DIR", self.lab_dir())
-            .output()
-            .expect("run skiff")
-    }
-
-    fn up(&self, extra: &[&str]) -> Output {
-        let kc = self.kubeconfig.display().to_string();
-        let mut args = vec!["lab", "up", "--kubeconfig", &kc];
-        args.extend_from_slice(extra);
-        self.skiff(&args)
-    }
-
-    fn kubectl(&self, bin: &str, args: &[&str]) -> Output {
-        Command::new(bin)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--context", "skiff-lab", "--request-timeout=10s"])
-            .args(args)
-            .output()
-            .expect("run kubectl")
-    }
-
-    fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl("/usr/bin/kubectl", args);
-        assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn logs(&self) -> String {
-        (1..=3)
-            .map(|k| {
-                let p = self.lab_dir().join(format!("n{k}/server.log"));
-                let log = std::fs::read_to_string(p).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                format!(
-                    "--- n{k} ---\n{}\n",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        let _ = self.skiff(&["lab", "down"]);
-    }
-}
-
-const OTHER_CONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://prod.example:6443\ncontexts:\n- name: prod\n  context:\n    cluster: prod\n    user: prod\ncurrent-context: prod\nusers:\n- name: prod\n  user:\n    token: keep-me\n";
-
-fn new_lab() -> TestLab {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kube/config");
-    std::fs::create_dir_all(kubeconfig.parent().expect("parent")).expect("mkdir");
-    std::fs::write(&kubeconfig, OTHER_CONFIG).expect("kubeconfig");
-    TestLab { dir, kubeconfig }
-}
-
-fn lab_processes(dir: &Path) -> Vec<String> {
-    let needle = dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|e| {
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            cmd.contains(&needle).then_some(cmd)
-        })
-        .collect()
-}
-
-fn lab_namespaces() -> Vec<String> {
-    std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n == "skiff-ul" || n.starts_with("skiff-n"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Pods of `selector` as (name, node, ip), once `want` of them run.
-fn running_pods(lab: &TestLab, selector: &str, want: usize) -> Vec<(String, String, String)> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = lab.kubectl_ok(&["get", "pods", "-l", selector, "-o", "json"]);
-        let list: Value = serde_json::from_str(&out).expect("pod list json");
-        let pods: Vec<(String, String, String)> = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| {
-                p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
-            })
-            .filter_map(|p| {
-                Some((
-                    p["metadata"]["name"].as_str()?.to_string(),
-                    p["spec"]["nodeName"].as_str()?.to_string(),
-                    p["status"]["podIP"].as_str()?.to_string(),
-                ))
-            })
-            .collect();
-        if pods.len() == want {
-            return pods;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}/{want} pods of {selector} running\n{}",
-            pods.len(),
-            lab.logs()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// From a pod on each node, HTTP to a pod on every other node answers with that pod's name.
-fn assert_cross_host(lab: &TestLab, pods: &[(String, String, String)]) {
-    let nodes: std::collections::BTreeSet<&String> = pods.iter().map(|p| &p.1).collect();
-    for from_node in &nodes {
-        let from = pods.iter().find(|p| &&p.1 == from_node).expect("pod");
-        for to in pods.iter().filter(|p| &&p.1 != from_node) {
-            let url = format!("http://{}:8080/", to.2);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let out = lab.kubectl(
-                    "/usr/bin/kubectl",
-                    &[
-                        "exec", &from.0, "--", "timeout", "5", "wget", "-q", "-O-", &url,
-                    ],
-                );
-                if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&to.0) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} on {} -> {} on {} ({url}): {}",
-                    from.0,
-                    from.1,
-                    to.0,
-                    to.1,
-                    text(&out)
-                );
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
-}
 
 #[test]
 fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
@@ -204,15 +28,8 @@ fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
         return;
     }
     let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = new_lab();
-    let out = lab.up(&[]);
-    assert!(
-        out.status.success(),
-        "lab up: {}\n{}",
-        text(&out),
-        lab.logs()
-    );
-    assert!(text(&out).contains("3 nodes Ready"), "{}", text(&out));
+    let (lab, said) = started_lab(&[]);
+    assert!(said.contains("3 nodes Ready"), "{said}");
     let state = std::fs::read_to_string(lab.lab_dir().join("lab.json")).expect("state");
 
     // `up` on a running lab says so and changes nothing.
@@ -341,21 +158,6 @@ fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
     );
 }
 
-/// HTTP/1.0 GET on 127.0.0.1 in the root namespace: the body if 200.
-fn local_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    head.split_whitespace()
-        .nth(1)
-        .is_some_and(|c| c == "200")
-        .then(|| body.to_string())
-}
-
 fn encode(q: &str) -> String {
     q.bytes()
         .map(|b| match b {
@@ -395,23 +197,6 @@ fn up_targets() -> Vec<(String, String)> {
         .collect()
 }
 
-fn install_echo(lab: &TestLab, replicas: usize) {
-    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/echo");
-    let out = Command::new(BIN)
-        .args(["chart", "install", "echo"])
-        .arg(&chart)
-        .args([
-            "--set",
-            &format!("replicas={replicas}"),
-            "--set",
-            &format!("image={IMAGE}"),
-        ])
-        .env("KUBECONFIG", lab.lab_dir().join("kubeconfig"))
-        .output()
-        .expect("skiff chart install");
-    assert!(out.status.success(), "chart install: {}", text(&out));
-}
-
 /// Waits until Prometheus scrapes exactly the three nodes and the running echo pods.
 fn assert_scraped(lab: &TestLab, replicas: usize, within: Duration) {
     let pods = running_pods(lab, "app=echo", replicas);
@@ -443,14 +228,7 @@ fn prometheus_in_the_lab_scrapes_nodes_and_pods_across_the_overlay() {
         return;
     }
     let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = new_lab();
-    let out = lab.up(&["--prometheus"]);
-    assert!(
-        out.status.success(),
-        "lab up: {}\n{}",
-        text(&out),
-        lab.logs()
-    );
+    let (lab, _) = started_lab(&["--prometheus"]);
     install_echo(&lab, 6);
     let pods = running_pods(&lab, "app=echo", 6);
     let nodes: std::collections::BTreeSet<&String> = pods.iter().map(|p| &p.1).collect();
@@ -468,106 +246,6 @@ fn prometheus_in_the_lab_scrapes_nodes_and_pods_across_the_overlay() {
     assert_scraped(&lab, 2, Duration::from_secs(60));
 }
 
-fn metrics_of(k: usize) -> Option<String> {
-    local_get(9100 + k as u16, "/metrics")
-}
-
-fn is_leader(k: usize) -> bool {
-    metrics_of(k).is_some_and(|m| m.lines().any(|l| l == "skiff_raft_is_leader 1"))
-}
-
-fn leader_among(nodes: &[usize]) -> Option<usize> {
-    nodes.iter().copied().find(|&k| is_leader(k))
-}
-
-/// kubectl inside node K's namespace, against that node's own API server.
-fn node_kubectl(k: usize, args: &[&str]) -> Output {
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/skiff-n{k}"))
-        .args([
-            "kubectl",
-            "--server",
-            "http://127.0.0.1:6443",
-            "--request-timeout=5s",
-        ])
-        .args(args)
-        .output()
-        .expect("nsenter kubectl")
-}
-
-fn server_pid(lab: &TestLab, k: usize) -> i32 {
-    let state: Value = serde_json::from_str(
-        &std::fs::read_to_string(lab.lab_dir().join("lab.json")).expect("state"),
-    )
-    .expect("state json");
-    state["processes"]
-        .as_array()
-        .expect("processes")
-        .iter()
-        .find(|p| p[0] == format!("n{k}"))
-        .and_then(|p| p[1].as_i64())
-        .expect("server pid") as i32
-}
-
-/// Kills every process in node K's namespace (its server and container shims) and its
-/// containers: the machine is off.
-fn stop_node(lab: &TestLab, k: usize) {
-    let pids = Command::new("ip")
-        .args(["netns", "pids", &format!("skiff-n{k}")])
-        .output()
-        .expect("ip netns pids");
-    for pid in String::from_utf8_lossy(&pids.stdout).lines() {
-        let _ = Command::new("kill").args(["-9", pid.trim()]).status();
-    }
-    let run = lab.lab_dir().join(format!("n{k}/run"));
-    for entry in std::fs::read_dir(&run).expect("run dir").flatten() {
-        let root = entry.path().join("runc");
-        let list = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output();
-        for id in list
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-            .lines()
-        {
-            let _ = Command::new("runc")
-                .arg("--root")
-                .arg(&root)
-                .args(["delete", "-f", id])
-                .output();
-        }
-    }
-}
-
-/// Starts node K's server again, as `skiff lab up` did (`down` stops it with the namespace).
-fn restart_server(lab: &TestLab, k: usize) -> std::process::Child {
-    let dir = lab.lab_dir().join(format!("n{k}"));
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join("server.log"))
-        .expect("server log");
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/skiff-n{k}"))
-        .arg(BIN)
-        .args(["server", "--config"])
-        .arg(dir.join("config.toml"))
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("restart server")
-}
-
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn lab_survives_leader_loss_partition_and_node_loss() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -576,14 +254,7 @@ fn lab_survives_leader_loss_partition_and_node_loss() {
         return;
     }
     let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = new_lab();
-    let out = lab.up(&[]);
-    assert!(
-        out.status.success(),
-        "lab up: {}\n{}",
-        text(&out),
-        lab.logs()
-    );
+    let (lab, _) = started_lab(&[]);
     let all = [1, 2, 3];
     wait_for("a leader", Duration::from_secs(10), || {
         leader_among(&all).is_some()

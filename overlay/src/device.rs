@@ -248,6 +248,55 @@ pub async fn ensure_only_addr(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<()
     Ok(())
 }
 
+/// Adds `ip/prefix` to the device (an existing one is fine).
+pub async fn add_addr(
+    h: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), OverlayError> {
+    match h
+        .address()
+        .add(index, IpAddr::V4(ip), prefix)
+        .execute()
+        .await
+    {
+        Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+        r => r.map_err(|e| nl("add address", e)),
+    }
+}
+
+/// Removes `ip/prefix` from the device, if it is there.
+pub async fn del_addr(
+    h: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), OverlayError> {
+    let addrs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl("list addresses", e))?;
+    for a in addrs {
+        let this = a
+            .attributes
+            .iter()
+            .any(|x| matches!(x, AddressAttribute::Address(IpAddr::V4(v4)) if *v4 == ip));
+        if this && a.header.prefix_len == prefix {
+            h.address()
+                .del(a)
+                .execute()
+                .await
+                .map_err(|e| nl("remove address", e))?;
+        }
+    }
+    Ok(())
+}
+
 /// IPv4 addresses with their interface index and prefix length.
 pub async fn addresses(h: &Handle) -> Result<Vec<(u32, Ipv4Addr, u8)>, OverlayError> {
     let msgs: Vec<_> = h

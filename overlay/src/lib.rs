@@ -7,11 +7,11 @@
 pub mod agent;
 pub mod config;
 mod datapath;
-mod device;
+pub mod device;
 mod gro;
 mod host_gw;
 pub mod lease;
-mod masq;
+pub mod masq;
 pub mod metrics;
 pub mod offload;
 mod tap;

@@ -221,6 +221,18 @@ fn service(obj: &mut Value) {
     ) {
         default(spec, "externalTrafficPolicy", json!("Cluster"));
     }
+    if spec.get("type") == Some(&json!("LoadBalancer")) {
+        default(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
+    // A client that sets only the singular field (an old one) gets the plural too.
+    let ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("");
+    if !ip.is_empty()
+        && spec
+            .get("clusterIPs")
+            .is_none_or(|v| v == &json!([]) || v.is_null())
+    {
+        spec.insert("clusterIPs".into(), json!([ip]));
+    }
     if let Some(Value::Array(ports)) = spec.get_mut("ports") {
         for p in ports.iter_mut().filter_map(Value::as_object_mut) {
             default(p, "protocol", json!("TCP"));

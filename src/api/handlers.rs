@@ -15,6 +15,7 @@ use super::patch::{self, PatchType};
 use super::path::{self, Target};
 use super::resources::{Resource, Sub};
 use super::selectors::{labels_of, FieldSelector, LabelSelector};
+use super::services::{self, Writer};
 use super::state::ApiState;
 use super::status::ApiError;
 use super::subresources;
@@ -128,6 +129,15 @@ impl Ctx<'_> {
             }
         }
         self.load_with(Consistency::Linearizable).await
+    }
+
+    /// Writes Services with their ClusterIP and NodePort allocations.
+    pub fn services(&self) -> Writer<'_> {
+        Writer {
+            store: &self.state.store,
+            net: &self.state.services,
+            dry_run: self.q.dry_run(),
+        }
     }
 
     fn field_validation(&self) -> Result<FieldValidation, ApiError> {
@@ -340,6 +350,12 @@ pub async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<HttpResponse
     let warnings = admit(ctx, &mut obj)?;
     let name = object::name_of(&obj).to_string();
     let key = res.key(ctx.ns(), &name);
+    if res.kind == "Service" {
+        let who = subject(res, &name);
+        let create = services::Write::Create(key);
+        let obj = ctx.services().write(&who, None, obj, create).await?;
+        return Ok(respond(ctx, 201, obj, &warnings));
+    }
     if ctx.q.dry_run() {
         return Ok(respond(ctx, 201, obj, &warnings));
     }
@@ -358,9 +374,9 @@ async fn create(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiErr
     create_object(ctx, obj).await
 }
 
-/// Writes `new` over the stored object read at `old_rev`; an object being deleted whose
-/// last finalizer is gone is removed instead. Returns what was written.
-pub async fn store_update(ctx: &Ctx<'_>, mut new: Value, old_rev: u64) -> Result<Value, ApiError> {
+/// Whether writing `new` removes the object: it is being deleted (not gracefully) and its last
+/// finalizer is gone.
+fn removes(new: &Value) -> bool {
     let finalizers_empty = new
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -374,12 +390,24 @@ pub async fn store_update(ctx: &Ctx<'_>, mut new: Value, old_rev: u64) -> Result
         && new
             .pointer("/metadata/deletionTimestamp")
             .is_some_and(|v| !v.is_null());
+    deleting && finalizers_empty
+}
+
+/// Writes `new` over the stored object `old` read at `old_rev`; an object being deleted whose
+/// last finalizer is gone is removed instead. Returns what was written.
+pub async fn store_update(
+    ctx: &Ctx<'_>,
+    old: &Value,
+    mut new: Value,
+    old_rev: u64,
+) -> Result<Value, ApiError> {
     if ctx.q.dry_run() {
         return Ok(new);
     }
-    let rev = if deleting && finalizers_empty {
-        let kv = ctx.state.store.delete(&ctx.key(), Some(old_rev)).await;
-        kv.map_err(|e| ctx.store_err(e))?.mod_revision
+    let rev = if removes(&new) {
+        let (store, kind, key) = (&ctx.state.store, ctx.res().kind, ctx.key());
+        let gone = services::delete(store, kind, &key, Some(old_rev), old).await;
+        gone.map_err(|e| ctx.store_err(e))?
     } else {
         let bytes = object::to_bytes(&new)?;
         let rev = ctx
@@ -417,12 +445,25 @@ where
             }
         }
         object::prepare_update(ctx.res(), &old, &mut new, status_only)?;
+        let service = ctx.res().kind == "Service" && !status_only;
+        if service {
+            services::prepare_update(&old, &mut new);
+        }
         let warnings = if status_only {
             Vec::new()
         } else {
             admit(ctx, &mut new)?
         };
-        match store_update(ctx, new, kv.mod_revision).await {
+        let written = if service && !removes(&new) {
+            let (who, target) = (
+                subject(ctx.res(), ctx.name()),
+                services::Write::Update(ctx.key(), kv.mod_revision),
+            );
+            ctx.services().write(&who, Some(&old), new, target).await
+        } else {
+            store_update(ctx, &old, new, kv.mod_revision).await
+        };
+        match written {
             Err(ApiError::Conflict { .. }) if !precondition || attempt == 0 => continue,
             other => return other.map(|obj| (obj, warnings)),
         }
@@ -550,14 +591,10 @@ pub async fn delete_one(ctx: &Ctx<'_>, opts_bytes: &[u8]) -> Result<HttpResponse
             if ctx.q.dry_run() {
                 return Ok(respond(ctx, 200, obj, &[]));
             }
-            match ctx
-                .state
-                .store
-                .delete(&ctx.key(), Some(kv.mod_revision))
-                .await
-            {
-                Ok(gone) => {
-                    object::set_rv(&mut obj, gone.mod_revision);
+            let (store, kind) = (&ctx.state.store, ctx.res().kind);
+            match services::delete(store, kind, &ctx.key(), Some(kv.mod_revision), &obj).await {
+                Ok(rev) => {
+                    object::set_rv(&mut obj, rev);
                     return Ok(respond(ctx, 200, obj, &[]));
                 }
                 Err(StoreError::Conflict { .. }) => continue,

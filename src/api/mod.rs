@@ -14,6 +14,7 @@ mod protobuf;
 mod proxy;
 mod resources;
 mod selectors;
+mod services;
 mod state;
 mod status;
 mod strategic;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use prometheus::Registry;
 
-pub use namespaces::bootstrap;
+pub use services::{network as service_network, Bootstrap, ServiceNetwork};
 use state::{ApiMetrics, ApiState};
 
 use crate::store::{Health, StoreClient};
@@ -111,6 +112,14 @@ async fn metrics_text(state: web::Data<ApiState>) -> HttpResponse {
         .body(crate::metrics::render(&state.registry))
 }
 
+/// Creates what a new cluster has (the system namespaces, the `kubernetes` and `kube-dns`
+/// Services) and lists this server in the `kubernetes` Service's endpoints; retried until the
+/// store takes writes.
+pub async fn bootstrap(store: StoreClient, services: Bootstrap) {
+    namespaces::bootstrap(store.clone()).await;
+    services::bootstrap(store, services).await;
+}
+
 async fn unknown() -> HttpResponse {
     path::not_found().error_response()
 }
@@ -122,6 +131,7 @@ pub fn serve(
     health: Arc<Health>,
     registry: Registry,
     toleration_seconds: u64,
+    services: ServiceNetwork,
 ) -> std::io::Result<actix_web::dev::Server> {
     let metrics = ApiMetrics::register(&registry)
         .map_err(|e| std::io::Error::other(format!("API metrics: {e}")))?;
@@ -131,6 +141,7 @@ pub fn serve(
         metrics,
         registry,
         toleration_seconds,
+        services,
     });
     let server = HttpServer::new(move || {
         App::new()

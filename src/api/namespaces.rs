@@ -119,7 +119,12 @@ async fn remove_content(store: &StoreClient, ns: &str) -> Result<(), StoreError>
             )
             .await?;
         for kv in page.kvs {
-            match store.delete(&kv.key, None).await {
+            // A Service's allocations are released with it.
+            let stored: Value = match res.kind {
+                "Service" => serde_json::from_slice(&kv.value).unwrap_or_default(),
+                _ => Value::Null,
+            };
+            match super::services::delete(store, res.kind, &kv.key, None, &stored).await {
                 Ok(_) | Err(StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }

@@ -14,6 +14,8 @@ pub struct ApiState {
     pub registry: Registry,
     /// tolerationSeconds of the not-ready/unreachable tolerations every pod gets.
     pub toleration_seconds: u64,
+    /// Where ClusterIPs and NodePorts come from.
+    pub services: super::services::ServiceNetwork,
 }
 
 #[derive(Clone)]

@@ -337,6 +337,7 @@ fn service(obj: &Value, causes: &mut Vec<Cause>) {
             &allowed,
         ));
     }
+    super::services::validate(obj, causes);
     let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
     if ty != "ExternalName"
         && ports.is_none_or(|p| p.is_empty())

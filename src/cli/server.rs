@@ -103,6 +103,8 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         watch_history: cfg.store.watch_history,
         tolerate_tail_corruption: cfg.store.tolerate_tail_corruption,
     };
+    let network = crate::api::service_network(&cfg)?;
+    let api_bootstrap = crate::api::Bootstrap::from_config(&cfg, network.clone())?;
     let registry = Registry::new();
     let replica = Replica::start(opts, cfg.peer_listen_addr, &registry).map_err(|source| {
         CliError::Store {
@@ -132,10 +134,11 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             replica.health(),
             registry,
             cfg.controllers.default_toleration_seconds,
+            network,
         )?;
         let api_handle = api.handle();
         actix::spawn(api);
-        actix::spawn(crate::api::bootstrap(replica.client()));
+        actix::spawn(crate::api::bootstrap(replica.client(), api_bootstrap));
         let _manager = cfg.controllers.enabled.then(|| {
             crate::controllers::ControllerManager::new(
                 replica.health(),
@@ -151,6 +154,8 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
                         let cluster = cfg.controllers_cluster_cidr().unwrap_or_default();
                         (cluster, cfg.controllers.node_cidr_mask_size)
                     }),
+                    // Validated at load.
+                    lb_pool: cfg.load_balancer_pool().unwrap_or_default(),
                 },
             )
             .start()

@@ -145,13 +145,7 @@ impl Reconciler for EndpointsController {
     }
 
     fn keys(&self) -> Vec<String> {
-        self.shared
-            .services
-            .store
-            .state()
-            .iter()
-            .map(|s| key(s.namespace().as_deref(), &s.name_any()))
-            .collect()
+        self.shared.service_keys()
     }
 
     fn reconcile(self: Rc<Self>, k: String) -> LocalBoxFuture<'static, ReconcileResult> {

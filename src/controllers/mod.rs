@@ -4,6 +4,7 @@
 mod deployment;
 mod endpoints;
 mod gc;
+mod loadbalancer;
 mod nodeipam;
 mod nodelifecycle;
 pub mod pods;
@@ -11,6 +12,7 @@ mod replicaset;
 pub mod runtime;
 mod shared;
 
+pub use loadbalancer::held as loadbalancer_ips;
 pub use shared::{obj_ref, Shared};
 
 use std::sync::Arc;
@@ -32,6 +34,8 @@ pub struct ControllerOptions {
     pub node_grace: Duration,
     /// Node pod subnets: (cluster CIDR, prefix length of a node's subnet), if allocated.
     pub node_cidrs: Option<(ipnet::Ipv4Net, u8)>,
+    /// Addresses for LoadBalancer services (`services.load_balancer_pool`).
+    pub lb_pool: Vec<std::net::Ipv4Addr>,
 }
 
 fn run<R: runtime::Reconciler>(
@@ -77,6 +81,8 @@ fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
         }
         let ep = endpoints::EndpointsController::new(shared.clone());
         run(ep.clone(), ep.sources(), &opts);
+        let lb = loadbalancer::LoadBalancerController::new(shared.clone(), opts.lb_pool.clone());
+        run(lb.clone(), lb.sources(), &opts);
         let gc = gc::GarbageCollector::new(shared.clone());
         run(gc.clone(), gc.sources(), &opts);
         crate::scheduler::Scheduler::new(shared.clone()).start();

@@ -43,6 +43,14 @@ fn ready_condition(p: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition>
         .find(|c| c.type_ == "Ready")
 }
 
+/// A node whose Ready condition is True.
+pub fn node_ready(n: &k8s_openapi::api::core::v1::Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 pub fn is_ready(p: &Pod) -> bool {
     ready_condition(p).is_some_and(|c| c.status == "True")
 }

@@ -36,6 +36,21 @@ impl Shared {
         })
     }
 
+    /// `namespace/name` of the cached services (the keys of service controllers).
+    pub fn service_keys(&self) -> Vec<String> {
+        self.services
+            .store
+            .state()
+            .iter()
+            .map(|s| {
+                super::runtime::key(
+                    s.metadata.namespace.as_deref(),
+                    s.metadata.name.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
     /// Names of the cached nodes (the keys of node controllers).
     pub fn node_names(&self) -> Vec<String> {
         self.nodes

@@ -11,6 +11,8 @@ pub const REGISTRY: &str = "10.90.0.1:5000";
 pub const REGISTRY_CIDR: &str = "10.90.0.1/24";
 pub const IMAGE: &str = "10.90.0.1:5000/busybox:latest";
 pub const CONTEXT: &str = "skiff-lab";
+/// LoadBalancer addresses: on the underlay, answered by one node.
+pub const LB_POOL: &str = "10.90.0.200-10.90.0.219";
 /// Ports on 127.0.0.1 in the root namespace.
 pub const API_PORT: u16 = 6443;
 pub const PROMETHEUS_PORT: u16 = 9090;
@@ -87,7 +89,9 @@ impl Plan {
              lease_renew_seconds = 2\n\
              status_update_seconds = 2\n\
              [overlay]\n\
-             backend = \"{backend}\"\n",
+             backend = \"{backend}\"\n\
+             [services]\n\
+             load_balancer_pool = [\"{LB_POOL}\"]\n",
             name = node_name(k),
             data = node_dir(dir, k).join("data").display(),
             run = node_dir(dir, k).join("run").display(),

@@ -82,7 +82,7 @@ pub fn status(dir: &Path) -> Result<(), LabError> {
             .iter()
             .find(|n| n.metadata.name.as_deref() == Some(&name));
         let ready = node.map_or("-", |n| {
-            if super::up::node_ready(n) {
+            if crate::controllers::pods::node_ready(n) {
                 "True"
             } else {
                 "False"

@@ -249,7 +249,11 @@ fn wait_ready(plan: &Plan, timeout: Duration) -> Result<(), LabError> {
         let mut last = None;
         loop {
             let ready = match nodes.list(&Default::default()).await {
-                Ok(list) => list.items.iter().filter(|n| node_ready(n)).count(),
+                Ok(list) => list
+                    .items
+                    .iter()
+                    .filter(|n| crate::controllers::pods::node_ready(n))
+                    .count(),
                 Err(_) => 0,
             };
             if last != Some(ready) {
@@ -273,11 +277,4 @@ fn wait_ready(plan: &Plan, timeout: Duration) -> Result<(), LabError> {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
-}
-
-pub fn node_ready(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }

@@ -10,6 +10,7 @@ pub mod registration;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
+pub mod services;
 pub mod worker;
 
 use std::sync::Arc;
@@ -59,7 +60,8 @@ pub struct NodeContext {
     /// One pull at a time: two pods of one image pull it once.
     pulls: tokio::sync::Mutex<()>,
     pub metrics: KubeletMetrics,
-    pub dns_servers: Vec<String>,
+    /// What pods' resolv.conf is made from.
+    pub dns: crate::dns::resolv::PodDns,
 }
 
 /// imagePullPolicy default, as upstream: Always for `:latest` or no tag, else IfNotPresent.
@@ -117,6 +119,9 @@ impl NodeContext {
 pub struct NodeHandle {
     pub kubelet: actix::Addr<Kubelet>,
     pub overlay: Option<actix::Addr<overlay::OverlayAgent>>,
+    pub proxy: Option<actix::Addr<crate::proxy::ServiceProxy>>,
+    pub ingress: Option<actix::Addr<crate::ingress::IngressController>>,
+    pub dns: Option<actix::Addr<crate::dns::ClusterDns>>,
 }
 
 /// Builds the agent from the configuration and starts the `Kubelet` actor and, unless
@@ -212,10 +217,57 @@ pub async fn start(
         images,
         pulls: tokio::sync::Mutex::new(()),
         metrics,
-        dns_servers: node.dns_servers.clone(),
+        dns: crate::dns::resolv::PodDns {
+            // ClusterFirst pods use the cluster DNS only when this node runs it.
+            cluster: cfg.dns.enabled.then(|| crate::dns::resolv::ClusterDnsRef {
+                server: cfg.services.dns_service_ip.clone(),
+                domain: cfg.services.cluster_domain.clone(),
+            }),
+            node_servers: node.dns_servers.clone(),
+        },
     });
+    let node_ip: std::net::Ipv4Addr = ctx.host_ip.parse().map_err(|_| {
+        NodeError::Config(format!(
+            "node address {:?} is not an IPv4 address",
+            ctx.host_ip
+        ))
+    })?;
+    let services = services::ServiceContext {
+        client: ctx.client.clone(),
+        node_name: cfg.node_name.clone(),
+        node_ip,
+        cfg,
+        registry,
+    };
+    let proxy = cfg
+        .proxy
+        .enabled
+        .then(|| crate::proxy::start(&services))
+        .transpose()
+        .map_err(|e| NodeError::Config(format!("service proxy: {e}")))?;
+    let dns = if cfg.dns.enabled {
+        Some(
+            crate::dns::start(&services)
+                .await
+                .map_err(|e| NodeError::Config(format!("cluster DNS: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let ingress = if cfg.ingress.enabled {
+        Some(
+            crate::ingress::start(&services)
+                .await
+                .map_err(|e| NodeError::Config(format!("ingress: {e}")))?,
+        )
+    } else {
+        None
+    };
     Ok(NodeHandle {
         kubelet: Kubelet::new(ctx, host, node.clone()).start(),
         overlay: overlay_agent.map(Actor::start),
+        proxy,
+        ingress,
+        dns,
     })
 }

@@ -246,7 +246,7 @@ impl NodeHost {
         std::fs::write(
             &config,
             format!(
-                "node_name = \"{name}\"\ndata_dir = \"{data}\"\nhttp_listen_addr = \"127.0.0.1:{http}\"\n[node]\naddress = \"127.0.0.1\"\npod_cidr = \"10.244.{index}.0/24\"\nbridge = \"cni{index}\"\nlisten_addr = \"127.0.0.1:{kubelet}\"\nrun_dir = \"{run}\"\ninsecure_registries = [\"{REGISTRY}\"]\nlease_renew_seconds = 2\nstatus_update_seconds = 2\n[overlay]\nenabled = false\n",
+                "node_name = \"{name}\"\ndata_dir = \"{data}\"\nhttp_listen_addr = \"127.0.0.1:{http}\"\n[node]\naddress = \"127.0.0.1\"\npod_cidr = \"10.244.{index}.0/24\"\nbridge = \"cni{index}\"\nlisten_addr = \"127.0.0.1:{kubelet}\"\nrun_dir = \"{run}\"\ninsecure_registries = [\"{REGISTRY}\"]\nlease_renew_seconds = 2\nstatus_update_seconds = 2\n[overlay]\nenabled = false\n[proxy]\nenabled = false\n[dns]\nenabled = false\n[ingress]\nenabled = false\n",
                 data = self.dir.path().join(name).display(),
                 http = 9101 + index as u16,
                 kubelet = 10250 + index as u16,

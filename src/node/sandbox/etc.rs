@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::dns::resolv::{pod_resolv_conf, PodDns, ResolvConf};
+
 pub struct EtcFiles {
     pub hosts: PathBuf,
     pub hostname: PathBuf,
@@ -20,42 +22,13 @@ pub fn hostname(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
-/// `resolv.conf` for the pod: explicit nameservers, else the host's resolver file
-/// (dnsPolicy ClusterFirst pointing at cluster DNS comes with the services issue).
-fn resolv_conf(pod: &Pod, nameservers: &[String]) -> String {
-    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let mut out = String::new();
-    if nameservers.is_empty() {
-        out.push_str(&host);
-    } else {
-        for ns in nameservers {
-            out.push_str(&format!("nameserver {ns}\n"));
-        }
-        for line in host
-            .lines()
-            .filter(|l| l.starts_with("search") || l.starts_with("options"))
-        {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if let Some(cfg) = pod.spec.as_ref().and_then(|s| s.dns_config.as_ref()) {
-        for ns in cfg.nameservers.iter().flatten() {
-            out.push_str(&format!("nameserver {ns}\n"));
-        }
-        if let Some(search) = &cfg.searches {
-            out.push_str(&format!("search {}\n", search.join(" ")));
-        }
-    }
-    out
+/// `resolv.conf` for the pod by its dnsPolicy and dnsConfig (cluster DNS for ClusterFirst
+/// when the node has one, else the node's resolvers).
+fn resolv_conf(pod: &Pod, dns: &PodDns) -> String {
+    pod_resolv_conf(pod, dns, &ResolvConf::host_for_pods()).render()
 }
 
-pub fn write_etc_files(
-    dir: &Path,
-    pod: &Pod,
-    ip: &str,
-    nameservers: &[String],
-) -> std::io::Result<EtcFiles> {
+pub fn write_etc_files(dir: &Path, pod: &Pod, ip: &str, dns: &PodDns) -> std::io::Result<EtcFiles> {
     fs::create_dir_all(dir)?;
     let name = hostname(pod);
     let mut hosts =
@@ -80,6 +53,6 @@ pub fn write_etc_files(
     };
     fs::write(&files.hosts, hosts)?;
     fs::write(&files.hostname, format!("{name}\n"))?;
-    fs::write(&files.resolv, resolv_conf(pod, nameservers))?;
+    fs::write(&files.resolv, resolv_conf(pod, dns))?;
     Ok(files)
 }

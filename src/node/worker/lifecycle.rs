@@ -97,12 +97,7 @@ impl PodWorker {
         if self.etc.is_none() {
             let ip = self.pod_ip.clone().unwrap_or_default();
             let dir = self.ctx.dirs.pod(&self.uid).join("etc");
-            self.etc = Some(sandbox::write_etc_files(
-                &dir,
-                pod,
-                &ip,
-                &self.ctx.dns_servers,
-            )?);
+            self.etc = Some(sandbox::write_etc_files(&dir, pod, &ip, &self.ctx.dns)?);
         }
         Ok(())
     }

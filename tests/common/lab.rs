@@ -1,0 +1,357 @@
+//! The `skiff lab` of tests/lab.rs and tests/services.rs: one lab per test in a temporary
+//! directory (removed on drop, also when the test fails), real kubectl against it, and the
+//! helpers those tests share. Needs `crate::node_host` and `crate::servers` at the crate root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::servers::BIN;
+
+/// One lab at a time: its namespaces and 127.0.0.1 ports are fixed.
+pub static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub const KUBECTL_OLD: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+
+pub const KUBECTL_NEW: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+
+pub const IMAGE: &str = "10.90.0.1:5000/busybox:latest";
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A lab in a temporary directory, removed on drop (also when the test fails).
+pub struct TestLab {
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+impl TestLab {
+    pub fn lab_dir(&self) -> PathBuf {
+        self.dir.path().join("lab")
+    }
+
+    pub fn skiff(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("SKIFF_LAB_DIR", self.lab_dir())
+            .output()
+            .expect("run skiff")
+    }
+
+    pub fn up(&self, extra: &[&str]) -> Output {
+        let kc = self.kubeconfig.display().to_string();
+        let mut args = vec!["lab", "up", "--kubeconfig", &kc];
+        args.extend_from_slice(extra);
+        self.skiff(&args)
+    }
+
+    pub fn kubectl(&self, bin: &str, args: &[&str]) -> Output {
+        Command::new(bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--context", "skiff-lab", "--request-timeout=10s"])
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl("/usr/bin/kubectl", args);
+        assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn logs(&self) -> String {
+        (1..=3)
+            .map(|k| {
+                let p = self.lab_dir().join(format!("n{k}/server.log"));
+                let log = std::fs::read_to_string(p).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                format!(
+                    "--- n{k} ---\n{}\n",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let _ = self.skiff(&["lab", "down"]);
+    }
+}
+
+pub const OTHER_CONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://prod.example:6443\ncontexts:\n- name: prod\n  context:\n    cluster: prod\n    user: prod\ncurrent-context: prod\nusers:\n- name: prod\n  user:\n    token: keep-me\n";
+
+/// A lab that `skiff lab up EXTRA` started (the test fails with the logs otherwise), and
+/// `up`'s output.
+pub fn started_lab(extra: &[&str]) -> (TestLab, String) {
+    let lab = new_lab();
+    let out = lab.up(extra);
+    assert!(
+        out.status.success(),
+        "lab up: {}\n{}",
+        text(&out),
+        lab.logs()
+    );
+    let said = text(&out);
+    (lab, said)
+}
+
+/// A busybox pod `client` (label role=client) on node 1, running; its name.
+pub fn run_client(lab: &TestLab) -> String {
+    lab.kubectl_ok(&[
+        "run",
+        "client",
+        &format!("--image={IMAGE}"),
+        "--restart=Never",
+        "-l",
+        "role=client",
+        "--overrides={\"spec\":{\"nodeName\":\"n1\"}}",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    running_pods(lab, "role=client", 1)[0].0.clone()
+}
+
+pub fn new_lab() -> TestLab {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kube/config");
+    std::fs::create_dir_all(kubeconfig.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&kubeconfig, OTHER_CONFIG).expect("kubeconfig");
+    TestLab { dir, kubeconfig }
+}
+
+pub fn lab_processes(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&needle).then_some(cmd)
+        })
+        .collect()
+}
+
+pub fn lab_namespaces() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n == "skiff-ul" || n.starts_with("skiff-n"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Pods of `selector` as (name, node, ip), once `want` of them run.
+pub fn running_pods(lab: &TestLab, selector: &str, want: usize) -> Vec<(String, String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = lab.kubectl_ok(&["get", "pods", "-l", selector, "-o", "json"]);
+        let list: Value = serde_json::from_str(&out).expect("pod list json");
+        let pods: Vec<(String, String, String)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+            })
+            .filter_map(|p| {
+                Some((
+                    p["metadata"]["name"].as_str()?.to_string(),
+                    p["spec"]["nodeName"].as_str()?.to_string(),
+                    p["status"]["podIP"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        if pods.len() == want {
+            return pods;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}/{want} pods of {selector} running\n{}",
+            pods.len(),
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// From a pod on each node, HTTP to a pod on every other node answers with that pod's name.
+pub fn assert_cross_host(lab: &TestLab, pods: &[(String, String, String)]) {
+    let nodes: std::collections::BTreeSet<&String> = pods.iter().map(|p| &p.1).collect();
+    for from_node in &nodes {
+        let from = pods.iter().find(|p| &&p.1 == from_node).expect("pod");
+        for to in pods.iter().filter(|p| &&p.1 != from_node) {
+            let url = format!("http://{}:8080/", to.2);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let out = lab.kubectl(
+                    "/usr/bin/kubectl",
+                    &[
+                        "exec", &from.0, "--", "timeout", "5", "wget", "-q", "-O-", &url,
+                    ],
+                );
+                if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&to.0) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} on {} -> {} on {} ({url}): {}",
+                    from.0,
+                    from.1,
+                    to.0,
+                    to.1,
+                    text(&out)
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// HTTP/1.0 GET on 127.0.0.1 in the root namespace: the body if 200.
+pub fn local_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c == "200")
+        .then(|| body.to_string())
+}
+
+pub fn install_echo(lab: &TestLab, replicas: usize) {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/echo");
+    let out = Command::new(BIN)
+        .args(["chart", "install", "echo"])
+        .arg(&chart)
+        .args([
+            "--set",
+            &format!("replicas={replicas}"),
+            "--set",
+            &format!("image={IMAGE}"),
+        ])
+        .env("KUBECONFIG", lab.lab_dir().join("kubeconfig"))
+        .output()
+        .expect("skiff chart install");
+    assert!(out.status.success(), "chart install: {}", text(&out));
+}
+
+pub fn metrics_of(k: usize) -> Option<String> {
+    local_get(9100 + k as u16, "/metrics")
+}
+
+pub fn is_leader(k: usize) -> bool {
+    metrics_of(k).is_some_and(|m| m.lines().any(|l| l == "skiff_raft_is_leader 1"))
+}
+
+pub fn leader_among(nodes: &[usize]) -> Option<usize> {
+    nodes.iter().copied().find(|&k| is_leader(k))
+}
+
+/// kubectl inside node K's namespace, against that node's own API server.
+pub fn node_kubectl(k: usize, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/skiff-n{k}"))
+        .args([
+            "kubectl",
+            "--server",
+            "http://127.0.0.1:6443",
+            "--request-timeout=5s",
+        ])
+        .args(args)
+        .output()
+        .expect("nsenter kubectl")
+}
+
+pub fn server_pid(lab: &TestLab, k: usize) -> i32 {
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(lab.lab_dir().join("lab.json")).expect("state"),
+    )
+    .expect("state json");
+    state["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find(|p| p[0] == format!("n{k}"))
+        .and_then(|p| p[1].as_i64())
+        .expect("server pid") as i32
+}
+
+/// Kills every process in node K's namespace (its server and container shims) and its
+/// containers: the machine is off.
+pub fn stop_node(lab: &TestLab, k: usize) {
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &format!("skiff-n{k}")])
+        .output()
+        .expect("ip netns pids");
+    for pid in String::from_utf8_lossy(&pids.stdout).lines() {
+        let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+    }
+    let run = lab.lab_dir().join(format!("n{k}/run"));
+    for entry in std::fs::read_dir(&run).expect("run dir").flatten() {
+        let root = entry.path().join("runc");
+        let list = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output();
+        for id in list
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .lines()
+        {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "-f", id])
+                .output();
+        }
+    }
+}
+
+/// Starts node K's server again, as `skiff lab up` did (`down` stops it with the namespace).
+pub fn restart_server(lab: &TestLab, k: usize) -> std::process::Child {
+    let dir = lab.lab_dir().join(format!("n{k}"));
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("server log");
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/skiff-n{k}"))
+        .arg(BIN)
+        .args(["server", "--config"])
+        .arg(dir.join("config.toml"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("restart server")
+}
+
+pub fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
