@@ -65,17 +65,10 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Runs the proxy on a thread inside `ns`; returns its applied-table feed.
-fn start_proxy(ns: String, client: kube::Client) -> watch::Receiver<Applied> {
+/// Runs the proxy on a thread of its own; returns its applied-table feed.
+fn start_proxy(client: kube::Client) -> watch::Receiver<Applied> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let file = File::open(format!("/run/netns/{ns}")).expect("netns");
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid namespace fd; only this thread moves.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
         let sys = actix::System::new();
         sys.block_on(async move {
             let metrics = ProxyMetrics::register(&prometheus::Registry::new()).expect("metrics");
@@ -116,19 +109,40 @@ async fn wait_for(rx: &mut watch::Receiver<Applied>, needle: &str) -> Instant {
     }
 }
 
-#[tokio::main]
-async fn main() {
+/// Everything (the server, the proxy, this process's sockets and `nft`) lives in a network
+/// namespace made for the run: the main thread joins it before any other thread exists, and
+/// threads and children inherit it.
+fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The proxy's warnings (a failed sync) on stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("skiff=warn"))
+        .with_writer(std::io::stderr)
+        .try_init();
     if !root_or_skip("proxy benchmark") {
         return;
     }
+    let ns = new_netns("skp");
+    let guard = NsGuard(ns.clone());
+    let file = File::open(format!("/run/netns/{ns}")).expect("netns");
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid namespace fd; only the calling (main) thread moves.
+    assert_eq!(
+        unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+        0
+    );
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(run());
+    drop(guard);
+}
+
+async fn run() {
     let (services, endpoints, changes) = (
         flag("--services", 1000),
         flag("--endpoints", 10),
         flag("--changes", 100),
     );
-    let ns = new_netns("skp");
-    let guard = NsGuard(ns.clone());
     let srv = servers::Servers::start(1, "[controllers]\nenabled = false\n");
     let client = srv.client(0);
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -137,7 +151,7 @@ async fn main() {
     for i in 0..services {
         let s: Service = serde_json::from_value(json!({
             "metadata": {"name": format!("svc-{i}")},
-            "spec": {"clusterIP": ip(i, "10.96"), "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
         }))
         .expect("service");
         svcs.create(&PostParams::default(), &s)
@@ -156,7 +170,7 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let mut rx = start_proxy(ns.clone(), client.clone());
+    let mut rx = start_proxy(client.clone());
     let last = ip((services - 1) * endpoints + endpoints - 1, "10.244");
     let at = wait_for(&mut rx, &format!("dnat to {last}:8080")).await;
     let size = rx.borrow().text.len();
@@ -207,15 +221,7 @@ async fn main() {
             .map(Arc::new)
             .collect::<Vec<_>>(),
     );
-    let ns2 = ns.clone();
     let full: Vec<f64> = std::thread::spawn(move || {
-        let file = File::open(format!("/run/netns/{ns2}")).expect("netns");
-        use std::os::fd::AsRawFd;
-        // SAFETY: as above.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
         let node = model::NodeView {
             name: "n1".into(),
             ip: "10.90.0.11".parse().expect("ip"),
@@ -248,7 +254,6 @@ async fn main() {
         percentile(&full, 0.99)
     );
     drop(srv);
-    drop(guard);
 }
 
 /// Deletes the namespace (and the table in it) when the benchmark ends, also on a panic.

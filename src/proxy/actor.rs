@@ -25,7 +25,8 @@ use super::model::{self, NodeView};
 use super::render;
 use super::{ProxyConfig, ProxyError};
 
-/// The last table this proxy applied (for tests and the benchmark).
+/// The last nft transaction this proxy applied (the whole table, or the changed part), for
+/// tests and the benchmark.
 #[derive(Clone, Default)]
 pub struct Applied {
     pub at: Option<Instant>,
@@ -54,7 +55,8 @@ pub struct ServiceProxy {
     running: bool,
     /// A sync asked for while one ran (`true`: a full one).
     pending: Option<bool>,
-    last: Option<Arc<String>>,
+    /// What the table holds (after the last successful sync); `None`: write it whole.
+    last: Option<Arc<Vec<model::PortRule>>>,
     metrics: ProxyMetrics,
     applied: watch::Sender<Applied>,
     announcer: Option<Arc<Mutex<Announcer>>>,
@@ -152,13 +154,28 @@ impl ServiceProxy {
             return;
         }
         let started = Instant::now();
-        let rules = model::build(&self.services.state(), &self.slices.state(), &self.node);
-        let (text, counts) = render::ruleset(&rules, self.cluster);
-        let changed = self.last.as_deref() != Some(&text);
+        let rules = Arc::new(model::build(
+            &self.services.state(),
+            &self.slices.state(),
+            &self.node,
+        ));
+        // Only what changed, in one transaction; the whole table at start, after a failure
+        // and periodically (which also repairs changes made behind the proxy's back).
+        let (text, counts) = match (&self.last, full) {
+            (Some(old), false) => match render::delta(old, &rules, self.cluster) {
+                Some((t, c)) => (Some(t), Some(c)),
+                None => (None, None),
+            },
+            _ => {
+                let (t, c) = render::ruleset(&rules, self.cluster);
+                (Some(t), Some(c))
+            }
+        };
+        let changed = text.is_some();
         let want_lb = self.wanted_lb();
         self.running = true;
-        let text = Arc::new(text);
-        let apply = (changed || full).then(|| text.clone());
+        let text = Arc::new(text.unwrap_or_default());
+        let apply = changed.then(|| text.clone());
         let announcer = self.announcer.clone();
         let fut = async move {
             if let Some(t) = apply {
@@ -177,17 +194,19 @@ impl ServiceProxy {
             act.running = false;
             match res {
                 Ok(held) => {
-                    act.metrics
-                        .sync_duration
-                        .observe(started.elapsed().as_secs_f64());
-                    act.metrics.services.set(counts.services as i64);
-                    act.metrics.endpoints.set(counts.endpoints as i64);
-                    act.metrics.rules.set(counts.rules as i64);
+                    if let Some(counts) = counts {
+                        act.metrics
+                            .sync_duration
+                            .observe(started.elapsed().as_secs_f64());
+                        act.metrics.services.set(counts.services as i64);
+                        act.metrics.endpoints.set(counts.endpoints as i64);
+                        act.metrics.rules.set(counts.rules as i64);
+                    }
                     if let Some(h) = held {
                         act.metrics.lb_addresses.set(h as i64);
                     }
-                    if changed || full {
-                        act.last = Some(text.clone());
+                    if changed {
+                        act.last = Some(rules);
                         act.applied.send_modify(|a| {
                             a.at = Some(Instant::now());
                             a.text = text;

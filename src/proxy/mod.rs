@@ -44,7 +44,7 @@ impl Default for ProxyConfig {
         Self {
             enabled: true,
             min_sync_ms: 10,
-            full_sync_seconds: 60,
+            full_sync_seconds: 3600,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use ipnet::Ipv4Net;
 
-use super::model::{Endpoint, PortRule};
+use super::model::PortRule;
 
 pub const TABLE: &str = "skiff-proxy";
 /// kube-proxy's masquerade bit (1 << 14); the overlay's masquerade rules skip marked packets.
@@ -54,133 +54,143 @@ fn spread(r: &PortRule, eps: &[usize]) -> String {
     )
 }
 
-fn elements(items: &[String]) -> String {
-    if items.is_empty() {
-        String::new()
+const MAPS: [(&str, &str); 4] = [
+    ("service-ips", "ipv4_addr . inet_proto . inet_service"),
+    ("service-nodeports", "inet_proto . inet_service"),
+    (
+        "no-endpoint-services",
+        "ipv4_addr . inet_proto . inet_service",
+    ),
+    ("no-endpoint-nodeports", "inet_proto . inet_service"),
+];
+
+/// What one service port puts into the table.
+#[derive(Debug, Default, PartialEq)]
+struct Parts {
+    /// (map, key, verdict)
+    elements: Vec<(&'static str, String, String)>,
+    /// (name, timeout seconds): ClientIP affinity per endpoint
+    sets: Vec<(String, u32)>,
+    /// (name, rules)
+    chains: Vec<(String, Vec<String>)>,
+}
+
+fn parts(r: &PortRule, cluster: Option<Ipv4Net>) -> Parts {
+    let mut out = Parts::default();
+    let p = r.proto.nft();
+    let (ip_map, port_map, target) = if r.endpoints.is_empty() {
+        ("no-endpoint-services", "no-endpoint-nodeports", None)
     } else {
-        format!("\t\telements = {{ {} }}\n", items.join(",\n\t\t\t"))
+        ("service-ips", "service-nodeports", Some(()))
+    };
+    let verdict = |chain: String| match target {
+        Some(()) => format!("goto {chain}"),
+        None => "goto reject-chain".to_string(),
+    };
+    out.elements.push((
+        ip_map,
+        format!("{} . {p} . {}", r.cluster_ip, r.port),
+        verdict(svc_chain(r)),
+    ));
+    for ip in &r.external_ips {
+        out.elements.push((
+            ip_map,
+            format!("{ip} . {p} . {}", r.port),
+            verdict(ext_chain(r)),
+        ));
     }
+    if let Some(np) = r.node_port {
+        out.elements
+            .push((port_map, format!("{p} . {np}"), verdict(ext_chain(r))));
+    }
+    if target.is_none() {
+        return out;
+    }
+    let all: Vec<usize> = (0..r.endpoints.len()).collect();
+    // Service chain: masquerade off-cluster clients, sticky clients, then spread.
+    let mut svc = Vec::new();
+    if let Some(c) = cluster {
+        svc.push(format!("ip saddr != {c} jump mark-for-masquerade"));
+    }
+    if let Some(timeout) = r.affinity {
+        for i in &all {
+            out.sets.push((aff_set(r, *i), timeout));
+            svc.push(format!(
+                "ip saddr @{} goto {}",
+                aff_set(r, *i),
+                ep_chain(r, *i)
+            ));
+        }
+    }
+    svc.push(spread(r, &all));
+    out.chains.push((svc_chain(r), svc));
+    if r.node_port.is_some() || !r.external_ips.is_empty() {
+        let mut ext = Vec::new();
+        if r.external_local {
+            // Pods and the node itself may use any endpoint; outside clients only local
+            // ones, keeping their source address (no masquerade).
+            let local: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|i| r.endpoints[*i].local)
+                .collect();
+            if let Some(c) = cluster {
+                ext.push(format!("ip saddr {c} goto {}", svc_chain(r)));
+            }
+            ext.push("fib saddr type local jump mark-for-masquerade".into());
+            ext.push(format!("fib saddr type local goto {}", svc_chain(r)));
+            ext.push(if local.is_empty() {
+                "drop".into()
+            } else {
+                spread(r, &local)
+            });
+        } else {
+            ext.push("jump mark-for-masquerade".into());
+            ext.push(format!("goto {}", svc_chain(r)));
+        }
+        out.chains.push((ext_chain(r), ext));
+    }
+    for (i, e) in r.endpoints.iter().enumerate() {
+        let mut ep = Vec::new();
+        // Hairpin: a pod reaching itself through the service must see the reply come back.
+        ep.push(format!("ip saddr {} jump mark-for-masquerade", e.ip));
+        if r.affinity.is_some() {
+            ep.push(format!("update @{} {{ ip saddr }}", aff_set(r, i)));
+        }
+        ep.push(format!("meta l4proto {p} dnat to {}:{}", e.ip, e.port));
+        out.chains.push((ep_chain(r, i), ep));
+    }
+    out
+}
+
+fn set_decl(name: &str, timeout: u32) -> String {
+    format!("{name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}")
 }
 
 /// Connections to a service without endpoints are rejected before routing (prerouting, which
 /// takes `reject` since Linux 5.9), so clients see a refusal even where no route would carry
 /// the service address.
 ///
-/// The ruleset for `rules`; `cluster`: the pod CIDR (traffic from outside it to a ClusterIP is
-/// masqueraded so replies come back through this node).
+/// The whole table for `rules`, replacing any earlier one; `cluster`: the pod CIDR (traffic
+/// from outside it to a ClusterIP is masqueraded so replies come back through this node).
 pub fn ruleset(rules: &[PortRule], cluster: Option<Ipv4Net>) -> (String, Counts) {
-    let mut counts = Counts::default();
-    let (mut service_ips, mut nodeports, mut no_ep_ips, mut no_ep_ports) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut chains = String::new();
-    for r in rules {
-        counts.services += 1;
-        counts.endpoints += r.endpoints.len();
-        let p = r.proto.nft();
-        let external = r.node_port.is_some() || !r.external_ips.is_empty();
-        if r.endpoints.is_empty() {
-            no_ep_ips.push(format!(
-                "{} . {p} . {} : goto reject-chain",
-                r.cluster_ip, r.port
-            ));
-            for ip in &r.external_ips {
-                no_ep_ips.push(format!("{ip} . {p} . {} : goto reject-chain", r.port));
-            }
-            if let Some(np) = r.node_port {
-                no_ep_ports.push(format!("{p} . {np} : goto reject-chain"));
-            }
-            continue;
+    let all: Vec<Parts> = rules.iter().map(|r| parts(r, cluster)).collect();
+    let mut out = format!("add table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n");
+    for (map, ty) in MAPS {
+        let items: Vec<String> = all
+            .iter()
+            .flat_map(|p| &p.elements)
+            .filter(|(m, _, _)| *m == map)
+            .map(|(_, k, v)| format!("{k} : {v}"))
+            .collect();
+        let _ = write!(out, "\tmap {map} {{\n\t\ttype {ty} : verdict\n");
+        if !items.is_empty() {
+            let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(",\n\t\t\t"));
         }
-        service_ips.push(format!(
-            "{} . {p} . {} : goto {}",
-            r.cluster_ip,
-            r.port,
-            svc_chain(r)
-        ));
-        for ip in &r.external_ips {
-            service_ips.push(format!("{ip} . {p} . {} : goto {}", r.port, ext_chain(r)));
-        }
-        if let Some(np) = r.node_port {
-            nodeports.push(format!("{p} . {np} : goto {}", ext_chain(r)));
-        }
-        let all: Vec<usize> = (0..r.endpoints.len()).collect();
-        // Service chain: masquerade off-cluster clients, sticky clients, then spread.
-        let _ = writeln!(chains, "\tchain {} {{", svc_chain(r));
-        if let Some(c) = cluster {
-            let _ = writeln!(chains, "\t\tip saddr != {c} jump mark-for-masquerade");
-        }
-        if r.affinity.is_some() {
-            for i in &all {
-                let _ = writeln!(
-                    chains,
-                    "\t\tip saddr @{} goto {}",
-                    aff_set(r, *i),
-                    ep_chain(r, *i)
-                );
-            }
-        }
-        let _ = writeln!(chains, "\t\t{}\n\t}}", spread(r, &all));
-        counts.rules += 3;
-        if external {
-            let _ = writeln!(chains, "\tchain {} {{", ext_chain(r));
-            if r.external_local {
-                // Pods and the node itself may use any endpoint; outside clients only local
-                // ones, keeping their source address (no masquerade).
-                let local: Vec<usize> = all
-                    .iter()
-                    .copied()
-                    .filter(|i| r.endpoints[*i].local)
-                    .collect();
-                if let Some(c) = cluster {
-                    let _ = writeln!(chains, "\t\tip saddr {c} goto {}", svc_chain(r));
-                }
-                let _ = writeln!(chains, "\t\tfib saddr type local jump mark-for-masquerade");
-                let _ = writeln!(chains, "\t\tfib saddr type local goto {}", svc_chain(r));
-                if local.is_empty() {
-                    let _ = writeln!(chains, "\t\tdrop");
-                } else {
-                    let _ = writeln!(chains, "\t\t{}", spread(r, &local));
-                }
-            } else {
-                let _ = writeln!(
-                    chains,
-                    "\t\tjump mark-for-masquerade\n\t\tgoto {}",
-                    svc_chain(r)
-                );
-            }
-            let _ = writeln!(chains, "\t}}");
-            counts.rules += 4;
-        }
-        for (i, e) in r.endpoints.iter().enumerate() {
-            ep_rules(&mut chains, r, i, e);
-            counts.rules += 3;
-        }
+        out.push_str("\t}\n");
     }
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "add table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n\
-         \tmap service-ips {{\n\t\ttype ipv4_addr . inet_proto . inet_service : verdict\n{}\t}}\n\
-         \tmap service-nodeports {{\n\t\ttype inet_proto . inet_service : verdict\n{}\t}}\n\
-         \tmap no-endpoint-services {{\n\t\ttype ipv4_addr . inet_proto . inet_service : verdict\n{}\t}}\n\
-         \tmap no-endpoint-nodeports {{\n\t\ttype inet_proto . inet_service : verdict\n{}\t}}\n",
-        elements(&service_ips),
-        elements(&nodeports),
-        elements(&no_ep_ips),
-        elements(&no_ep_ports),
-    );
-    for r in rules
-        .iter()
-        .filter(|r| r.affinity.is_some() && !r.endpoints.is_empty())
-    {
-        let timeout = r.affinity.unwrap_or(1);
-        for i in 0..r.endpoints.len() {
-            let _ = writeln!(
-                out,
-                "\tset {} {{\n\t\ttype ipv4_addr\n\t\tflags dynamic,timeout\n\t\ttimeout {timeout}s\n\t}}",
-                aff_set(r, i)
-            );
-        }
+    for (name, timeout) in all.iter().flat_map(|p| &p.sets) {
+        let _ = writeln!(out, "\tset {}", set_decl(name, *timeout));
     }
     let _ = write!(
         out,
@@ -197,30 +207,120 @@ pub fn ruleset(rules: &[PortRule], cluster: Option<Ipv4Net>) -> (String, Counts)
          \tchain nat-output {{\n\t\ttype nat hook output priority -100; policy accept;\n\t\tjump services\n\t}}\n\
          \tchain nat-postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tjump masquerading\n\t}}\n"
     );
-    out.push_str(&chains);
+    for (name, body) in all.iter().flat_map(|p| &p.chains) {
+        let _ = writeln!(out, "\tchain {name} {{");
+        for rule in body {
+            let _ = writeln!(out, "\t\t{rule}");
+        }
+        out.push_str("\t}\n");
+    }
     out.push_str("}\n");
-    (out, counts)
+    (out, counts(rules, &all))
 }
 
-fn ep_rules(out: &mut String, r: &PortRule, i: usize, e: &Endpoint) {
-    let _ = writeln!(out, "\tchain {} {{", ep_chain(r, i));
-    // Hairpin: a pod reaching itself through the service must see the reply come back here.
-    let _ = writeln!(out, "\t\tip saddr {} jump mark-for-masquerade", e.ip);
-    if r.affinity.is_some() {
-        let _ = writeln!(out, "\t\tupdate @{} {{ ip saddr }}", aff_set(r, i));
+fn counts(rules: &[PortRule], all: &[Parts]) -> Counts {
+    Counts {
+        services: rules.len(),
+        endpoints: rules.iter().map(|r| r.endpoints.len()).sum(),
+        rules: all
+            .iter()
+            .flat_map(|p| &p.chains)
+            .map(|(_, b)| b.len())
+            .sum(),
     }
-    let _ = writeln!(
-        out,
-        "\t\tmeta l4proto {} dnat to {}:{}\n\t}}",
-        r.proto.nft(),
-        e.ip,
-        e.port
+}
+
+/// One transaction turning the table of `old` into that of `new`, touching only the service
+/// ports that changed (kube-proxy's partial sync): their map elements, sets and chains.
+/// `None` when nothing changed.
+pub fn delta(
+    old: &[PortRule],
+    new: &[PortRule],
+    cluster: Option<Ipv4Net>,
+) -> Option<(String, Counts)> {
+    use std::collections::BTreeMap;
+    let index = |rules: &[PortRule]| -> BTreeMap<String, Parts> {
+        rules
+            .iter()
+            .map(|r| (r.id.clone(), parts(r, cluster)))
+            .collect()
+    };
+    let (before, after) = (index(old), index(new));
+    let empty = Parts::default();
+    let ids: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let (mut del_el, mut add_set, mut write_chains, mut add_el, mut del_chain, mut del_set) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
     );
+    for id in ids {
+        let (a, b) = (
+            before.get(id).unwrap_or(&empty),
+            after.get(id).unwrap_or(&empty),
+        );
+        if a == b {
+            continue;
+        }
+        for (m, k, v) in &a.elements {
+            if !b
+                .elements
+                .iter()
+                .any(|(m2, k2, v2)| m2 == m && k2 == k && v2 == v)
+            {
+                del_el.push(format!("delete element ip {TABLE} {m} {{ {k} }}"));
+            }
+        }
+        for (m, k, v) in &b.elements {
+            if !a
+                .elements
+                .iter()
+                .any(|(m2, k2, v2)| m2 == m && k2 == k && v2 == v)
+            {
+                add_el.push(format!("add element ip {TABLE} {m} {{ {k} : {v} }}"));
+            }
+        }
+        for (name, timeout) in &b.sets {
+            if !a.sets.iter().any(|(n, _)| n == name) {
+                add_set.push(format!("add set ip {TABLE} {}", set_decl(name, *timeout)));
+            }
+        }
+        for (name, _) in &a.sets {
+            if !b.sets.iter().any(|(n, _)| n == name) {
+                del_set.push(format!("delete set ip {TABLE} {name}"));
+            }
+        }
+        for (name, body) in &b.chains {
+            if a.chains.iter().any(|(n, old)| n == name && old == body) {
+                continue;
+            }
+            write_chains.push(format!("add chain ip {TABLE} {name}"));
+            write_chains.push(format!("flush chain ip {TABLE} {name}"));
+            for rule in body {
+                write_chains.push(format!("add rule ip {TABLE} {name} {rule}"));
+            }
+        }
+        for (name, _) in &a.chains {
+            if !b.chains.iter().any(|(n, _)| n == name) {
+                // Flushed first: no rule may still jump to it when it goes.
+                write_chains.insert(0, format!("flush chain ip {TABLE} {name}"));
+                del_chain.push(format!("delete chain ip {TABLE} {name}"));
+            }
+        }
+    }
+    let lines: Vec<String> = [del_el, add_set, write_chains, add_el, del_chain, del_set].concat();
+    if lines.is_empty() {
+        return None;
+    }
+    let all: Vec<Parts> = after.into_values().collect();
+    Some((lines.join("\n") + "\n", counts(new, &all)))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::Proto;
+    use super::super::model::{Endpoint, Proto};
     use super::*;
 
     fn rule(eps: &[(&str, bool)], node_port: Option<u16>, local: bool) -> PortRule {
@@ -289,5 +389,41 @@ mod tests {
         assert!(ext.contains("goto ep-0123456789-1"));
         assert!(!ext.contains("ep-0123456789-0"));
         assert!(!ext.lines().any(|l| l.trim() == "jump mark-for-masquerade"));
+    }
+
+    #[test]
+    fn delta_touches_only_what_changed() {
+        let cidr = Some("10.244.0.0/16".parse().unwrap());
+        let a = rule(&[("10.244.1.2", true), ("10.244.2.2", false)], None, false);
+        assert_eq!(
+            delta(std::slice::from_ref(&a), std::slice::from_ref(&a), cidr),
+            None
+        );
+        let b = rule(&[("10.244.1.2", true), ("10.244.3.3", false)], None, false);
+        let (text, counts) = delta(std::slice::from_ref(&a), &[b], cidr).unwrap();
+        assert!(!text.contains("delete table"));
+        assert!(text.contains("flush chain ip skiff-proxy ep-0123456789-1\nadd rule ip skiff-proxy ep-0123456789-1 ip saddr 10.244.3.3"));
+        assert!(
+            !text.contains("ep-0123456789-0"),
+            "unchanged chains stay: {text}"
+        );
+        assert_eq!(counts.endpoints, 2);
+        // No endpoints left: the VIP moves to the reject map and the chains go, after the
+        // element that pointed at them.
+        let none = rule(&[], None, false);
+        let (text, _) = delta(&[a], &[none], cidr).unwrap();
+        let del_el = text
+            .find("delete element ip skiff-proxy service-ips { 10.96.0.20 . tcp . 80 }")
+            .unwrap();
+        let add_el = text.find("add element ip skiff-proxy no-endpoint-services { 10.96.0.20 . tcp . 80 : goto reject-chain }").unwrap();
+        let del_chain = text
+            .find("delete chain ip skiff-proxy svc-0123456789")
+            .unwrap();
+        assert!(del_el < del_chain && add_el < del_chain, "{text}");
+        assert!(
+            text.find("flush chain ip skiff-proxy svc-0123456789")
+                .unwrap()
+                < del_chain
+        );
     }
 }
