@@ -5,6 +5,8 @@
 //!
 //! `cargo bench --bench lab -- [--rounds N] [--settle S]`
 
+#[path = "../tests/common/flags.rs"]
+mod flags;
 #[path = "../tests/common/node_host.rs"]
 #[allow(dead_code)]
 mod node_host;
@@ -16,6 +18,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use flags::flag;
 use node_host::root_or_skip;
 use servers::BIN;
 
@@ -57,15 +60,7 @@ fn main() {
     if !root_or_skip("lab benchmark") {
         return;
     }
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str, default: u64| -> u64 {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let (rounds, settle) = (flag("--rounds", 3).max(1), flag("--settle", 20));
+    let (rounds, settle) = (flag("--rounds", 3u64).max(1), flag("--settle", 20u64));
     let (mut up, mut rss, mut failover) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         let tmp = tempfile::tempdir().expect("tempdir");

@@ -10,6 +10,8 @@
 //! `cargo bench --bench overlay -- [--seconds S] [--rounds N] [--streams P]`; the last line is
 //! `ratios to underlay: vxlan X.XX host-gw Y.YY vxlan-user Z.ZZ`.
 
+#[path = "../tests/common/flags.rs"]
+mod flags;
 #[path = "../tests/common/node_host.rs"]
 #[allow(dead_code)]
 mod node_host;
@@ -24,6 +26,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flags::flag;
 use node_host::root_or_skip;
 use overlay_lab::{underlay_ip, Lab};
 
@@ -70,16 +73,8 @@ async fn main() {
     if !root_or_skip("overlay benchmark") {
         return;
     }
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str, default: u64| -> u64 {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let (seconds, rounds) = (flag("--seconds", 5), flag("--rounds", 3).max(1));
-    let streams = flag("--streams", 1).max(1);
+    let (seconds, rounds) = (flag("--seconds", 5u64), flag("--rounds", 3u64).max(1));
+    let streams = flag("--streams", 1u64).max(1);
     println!("TCP, {streams} stream(s), {seconds} s per run (iperf3), median of {rounds} alternating runs, Gbit/s");
     println!(
         "{:<12} {:>14} {:>14} {:>8}",

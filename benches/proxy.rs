@@ -6,6 +6,8 @@
 //!
 //! `cargo bench --bench proxy -- [--services 1000] [--endpoints 10] [--changes 100]`
 
+#[path = "../tests/common/flags.rs"]
+mod flags;
 #[path = "../tests/common/node_host.rs"]
 #[allow(dead_code)]
 mod node_host;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
+use flags::flag;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -25,15 +28,6 @@ use node_host::{new_netns, root_or_skip};
 use serde_json::json;
 use skiff::proxy::{model, render, Applied, ProxyConfig, ProxyMetrics, ServiceProxy};
 use tokio::sync::watch;
-
-fn flag(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn ip(i: usize, base: &str) -> String {
     format!("{base}.{}.{}", i / 250, i % 250 + 1)
@@ -139,9 +133,9 @@ fn main() {
 
 async fn run() {
     let (services, endpoints, changes) = (
-        flag("--services", 1000),
-        flag("--endpoints", 10),
-        flag("--changes", 100),
+        flag("--services", 1000usize),
+        flag("--endpoints", 10usize),
+        flag("--changes", 100usize),
     );
     let srv = servers::Servers::start(1, "[controllers]\nenabled = false\n");
     let client = srv.client(0);

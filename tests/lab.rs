@@ -18,17 +18,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lab::*;
-use node_host::root_or_skip;
 use serde_json::Value;
 use servers::BIN;
 
 #[test]
 fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
-    if !root_or_skip("lab") {
+    let Some((lab, said)) = lab_for("lab", &[]) else {
         return;
-    }
-    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let (lab, said) = started_lab(&[]);
+    };
     assert!(said.contains("3 nodes Ready"), "{said}");
     let state = std::fs::read_to_string(lab.lab_dir().join("lab.json")).expect("state");
 
@@ -224,11 +221,9 @@ fn assert_scraped(lab: &TestLab, replicas: usize, within: Duration) {
 
 #[test]
 fn prometheus_in_the_lab_scrapes_nodes_and_pods_across_the_overlay() {
-    if !root_or_skip("lab prometheus") {
+    let Some((lab, _)) = lab_for("lab prometheus", &["--prometheus"]) else {
         return;
-    }
-    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let (lab, _) = started_lab(&["--prometheus"]);
+    };
     install_echo(&lab, 6);
     let pods = running_pods(&lab, "app=echo", 6);
     let nodes: std::collections::BTreeSet<&String> = pods.iter().map(|p| &p.1).collect();
@@ -250,11 +245,9 @@ fn prometheus_in_the_lab_scrapes_nodes_and_pods_across_the_overlay() {
 fn lab_survives_leader_loss_partition_and_node_loss() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
-    if !root_or_skip("lab failures") {
+    let Some((lab, _)) = lab_for("lab failures", &[]) else {
         return;
-    }
-    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let (lab, _) = started_lab(&[]);
+    };
     let all = [1, 2, 3];
     wait_for("a leader", Duration::from_secs(10), || {
         leader_among(&all).is_some()

@@ -14,11 +14,10 @@ mod node_host;
 mod servers;
 
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use lab::*;
-use node_host::root_or_skip;
 use serde_json::Value;
 
 /// `n` HTTP GETs of `url` from inside `pod`; the bodies, one per line (failures print `ERR`).
@@ -40,22 +39,19 @@ fn requests_from(lab: &TestLab, pod: &str, url: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// GET from the underlay namespace (outside every node).
-fn underlay_get(url: &str) -> Option<String> {
-    let out = Command::new("nsenter")
-        .args([
-            "--net=/run/netns/skiff-ul",
-            "busybox",
-            "timeout",
-            "3",
-            "busybox",
-            "wget",
-            "-q",
-            "-O-",
-            url,
-        ])
+/// busybox `wget -q -O- ARGS` from the underlay namespace (outside every node), 3 s at most.
+fn underlay_wget(args: &[String]) -> Option<Output> {
+    Command::new("nsenter")
+        .args(["--net=/run/netns/skiff-ul", "busybox", "timeout", "3"])
+        .args(["busybox", "wget", "-q", "-O-"])
+        .args(args)
         .output()
-        .ok()?;
+        .ok()
+}
+
+/// GET from the underlay namespace: the body, if it answered.
+fn underlay_get(url: &str) -> Option<String> {
+    let out = underlay_wget(&[url.to_string()])?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -67,11 +63,9 @@ fn service(lab: &TestLab, name: &str) -> Value {
 
 #[test]
 fn cluster_ip_node_port_and_load_balancer_across_the_lab() {
-    if !root_or_skip("services") {
+    let Some((lab, _)) = lab_for("services", &[]) else {
         return;
-    }
-    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let (lab, _) = started_lab(&[]);
+    };
     install_echo(&lab, 3);
     let deadline = Instant::now() + Duration::from_secs(120);
     let pods = loop {
@@ -228,29 +222,15 @@ fn nslookup(lab: &TestLab, pod: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text(&out))
 }
 
-/// GET `path` with a Host header from the underlay namespace to node K's ingress port.
+/// GET `path` with a Host header from the underlay namespace to node K's ingress port: the
+/// body and the response headers (`-S`), whatever the status.
 fn ingress_get(k: usize, host: &str, path: &str) -> Option<String> {
-    let out = Command::new("nsenter")
-        .args([
-            "--net=/run/netns/skiff-ul",
-            "busybox",
-            "timeout",
-            "3",
-            "busybox",
-            "wget",
-            "-q",
-            "-O-",
-            "-S",
-        ])
-        .arg(format!("--header=Host: {host}"))
-        .arg(format!("http://10.90.0.{}{path}", 10 + k))
-        .output()
-        .ok()?;
-    Some(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
+    let out = underlay_wget(&[
+        "-S".into(),
+        format!("--header=Host: {host}"),
+        format!("http://10.90.0.{}{path}", 10 + k),
+    ])?;
+    Some(text(&out))
 }
 
 fn apply(lab: &TestLab, yaml: &str) {
@@ -276,11 +256,9 @@ fn apply(lab: &TestLab, yaml: &str) {
 
 #[test]
 fn cluster_dns_and_ingress_in_the_lab() {
-    if !root_or_skip("dns and ingress") {
+    let Some((lab, _)) = lab_for("dns and ingress", &[]) else {
         return;
-    }
-    let _one = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let (lab, _) = started_lab(&[]);
+    };
     install_echo(&lab, 2);
     let client = run_client(&lab);
     let echo = running_pods(&lab, "app=echo", 2);

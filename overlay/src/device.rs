@@ -210,17 +210,23 @@ pub async fn set_up(
         .map_err(|e| nl("set link", e))
 }
 
-/// `ip/32` is the only IPv4 address of the device (flannel puts the subnet's `.0` there: the
-/// source of host-to-remote-pod traffic, and no broadcast route).
-pub async fn ensure_only_addr(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), OverlayError> {
-    let addrs: Vec<_> = h
-        .address()
+async fn link_addresses(
+    h: &Handle,
+    index: u32,
+) -> Result<Vec<netlink_packet_route::address::AddressMessage>, OverlayError> {
+    h.address()
         .get()
         .set_link_index_filter(index)
         .execute()
         .try_collect()
         .await
-        .map_err(|e| nl("list addresses", e))?;
+        .map_err(|e| nl("list addresses", e))
+}
+
+/// `ip/32` is the only IPv4 address of the device (flannel puts the subnet's `.0` there: the
+/// source of host-to-remote-pod traffic, and no broadcast route).
+pub async fn ensure_only_addr(h: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), OverlayError> {
+    let addrs = link_addresses(h, index).await?;
     let mut have = false;
     for a in addrs {
         let this = a.attributes.iter().find_map(|x| match x {
@@ -273,14 +279,7 @@ pub async fn del_addr(
     ip: Ipv4Addr,
     prefix: u8,
 ) -> Result<(), OverlayError> {
-    let addrs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| nl("list addresses", e))?;
+    let addrs = link_addresses(h, index).await?;
     for a in addrs {
         let this = a
             .attributes

@@ -98,15 +98,26 @@ pub async fn install(client: &Client, opts: &InstallOptions) -> Result<Outcome, 
     )
     .await;
     rel.objects = applied;
+    finish(client, rel, rv, result, p.rendered.notes).await
+}
+
+/// Records the outcome of an install or upgrade; the apply error, if any, is the one to
+/// report (the record then says `failed`).
+async fn finish(
+    client: &Client,
+    mut rel: Release,
+    rv: Option<String>,
+    result: Result<(), ChartError>,
+    notes: String,
+) -> Result<Outcome, ChartError> {
     rel.status = if result.is_ok() { "deployed" } else { "failed" }.into();
     rel.updated = crate::api_time_now();
-    // The apply error, if any, is the one to report; the record then stays pending-install.
     let saved = release::save(client, &rel, rv).await;
     result?;
     saved?;
     Ok(Outcome {
         release: rel,
-        notes: p.rendered.notes,
+        notes,
     })
 }
 
@@ -156,15 +167,7 @@ pub async fn upgrade(
             }
         }
     }
-    rel.status = if result.is_ok() { "deployed" } else { "failed" }.into();
-    rel.updated = crate::api_time_now();
-    let saved = release::save(client, &rel, rv).await;
-    result?;
-    saved?;
-    Ok(Outcome {
-        release: rel,
-        notes: p.rendered.notes,
-    })
+    finish(client, rel, rv, result, p.rendered.notes).await
 }
 
 /// Deletes every object of the release, then its record.

@@ -82,21 +82,7 @@ fn runc_roots(dir: &Path) -> Vec<PathBuf> {
 
 fn remove_containers(dir: &Path) {
     for root in runc_roots(dir) {
-        let Ok(out) = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output()
-        else {
-            continue;
-        };
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = Command::new("runc")
-                .arg("--root")
-                .arg(&root)
-                .args(["delete", "-f", id])
-                .output();
-        }
+        crate::node::runtime::delete_all(&root);
     }
 }
 

@@ -31,7 +31,6 @@ use super::{ProxyConfig, ProxyError};
 pub struct Applied {
     pub at: Option<Instant>,
     pub text: Arc<String>,
-    pub syncs: u64,
 }
 
 struct Watches {
@@ -210,7 +209,6 @@ impl ServiceProxy {
                         act.applied.send_modify(|a| {
                             a.at = Some(Instant::now());
                             a.text = text;
-                            a.syncs += 1;
                         });
                     }
                 }

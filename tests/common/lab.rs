@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::servers::BIN;
 
 /// One lab at a time: its namespaces and 127.0.0.1 ports are fixed.
-pub static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub const KUBECTL_OLD: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 
@@ -31,6 +31,8 @@ pub fn text(out: &Output) -> String {
 pub struct TestLab {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+    /// Held until the lab is down: one lab at a time (its namespaces and ports are fixed).
+    _one: std::sync::MutexGuard<'static, ()>,
 }
 
 impl TestLab {
@@ -92,9 +94,16 @@ impl Drop for TestLab {
 
 pub const OTHER_CONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://prod.example:6443\ncontexts:\n- name: prod\n  context:\n    cluster: prod\n    user: prod\ncurrent-context: prod\nusers:\n- name: prod\n  user:\n    token: keep-me\n";
 
-/// A lab that `skiff lab up EXTRA` started (the test fails with the logs otherwise), and
-/// `up`'s output.
-pub fn started_lab(extra: &[&str]) -> (TestLab, String) {
+/// For `test`, a lab that `skiff lab up EXTRA` started (the test fails with the logs
+/// otherwise) and `up`'s output; `None` when the test is skipped (not root).
+pub fn lab_for(test: &str, extra: &[&str]) -> Option<(TestLab, String)> {
+    if !crate::node_host::root_or_skip(test) {
+        return None;
+    }
+    Some(started_lab(extra))
+}
+
+fn started_lab(extra: &[&str]) -> (TestLab, String) {
     let lab = new_lab();
     let out = lab.up(extra);
     assert!(
@@ -129,7 +138,11 @@ pub fn new_lab() -> TestLab {
     let kubeconfig = dir.path().join("kube/config");
     std::fs::create_dir_all(kubeconfig.parent().expect("parent")).expect("mkdir");
     std::fs::write(&kubeconfig, OTHER_CONFIG).expect("kubeconfig");
-    TestLab { dir, kubeconfig }
+    TestLab {
+        dir,
+        kubeconfig,
+        _one: LAB.lock().unwrap_or_else(|e| e.into_inner()),
+    }
 }
 
 pub fn lab_processes(dir: &Path) -> Vec<String> {
@@ -309,23 +322,7 @@ pub fn stop_node(lab: &TestLab, k: usize) {
     }
     let run = lab.lab_dir().join(format!("n{k}/run"));
     for entry in std::fs::read_dir(&run).expect("run dir").flatten() {
-        let root = entry.path().join("runc");
-        let list = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output();
-        for id in list
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-            .lines()
-        {
-            let _ = Command::new("runc")
-                .arg("--root")
-                .arg(&root)
-                .args(["delete", "-f", id])
-                .output();
-        }
+        skiff::node::runtime::delete_all(&entry.path().join("runc"));
     }
 }
 

@@ -419,21 +419,7 @@ impl Drop for NodeHost {
             .map(|d| d.flatten().map(|e| e.path().join("runc")).collect())
             .unwrap_or_default();
         for root in roots {
-            let Ok(out) = Command::new("runc")
-                .arg("--root")
-                .arg(&root)
-                .args(["list", "-q"])
-                .output()
-            else {
-                continue;
-            };
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "-f", id])
-                    .status();
-            }
+            skiff::node::runtime::delete_all(&root);
         }
         if let Some(mut r) = self.registry.take() {
             let _ = r.kill();

@@ -28,6 +28,26 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
 }
 
+/// Force-deletes every container under a runc state root (teardown: `skiff lab down`,
+/// tests); errors are ignored, what cannot be removed stays listed by `runc list`.
+pub fn delete_all(root: &Path) {
+    let Ok(out) = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+    else {
+        return;
+    };
+    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(root)
+            .args(["delete", "-f", id])
+            .output();
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Runtime {
     pub runc: PathBuf,
