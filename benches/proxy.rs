@@ -166,7 +166,7 @@ async fn run() {
     let started = Instant::now();
     let mut rx = start_proxy(client.clone());
     let last = ip((services - 1) * endpoints + endpoints - 1, "10.244");
-    let at = wait_for(&mut rx, &format!("dnat to {last}:8080")).await;
+    let at = wait_for(&mut rx, &format!("{last} . 8080")).await;
     let size = rx.borrow().text.len();
     println!(
         "first sync after start: {:.1} ms ({} KiB of rules)",
@@ -190,7 +190,7 @@ async fn run() {
             .expect("patch slice");
         let at = tokio::time::timeout(
             Duration::from_secs(30),
-            wait_for(&mut rx, &format!("dnat to {fresh}:8080")),
+            wait_for(&mut rx, &format!("{fresh} . 8080")),
         )
         .await
         .expect("change applied within 30 s");

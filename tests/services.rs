@@ -1,7 +1,7 @@
 //! Services in the three-node lab, as root: ClusterIP load balancing across the nodes through
-//! each node's nftables proxy, scaling removing endpoints, refusal without endpoints, NodePort
-//! on every node's underlay address, and a LoadBalancer address that moves when the node
-//! answering for it stops.
+//! each node's nftables proxy, scaling removing endpoints, hairpin traffic, refusal without
+//! endpoints, NodePort on every node's underlay address, and a LoadBalancer address that
+//! moves when the node answering for it stops.
 
 #[path = "common/lab.rs"]
 #[allow(dead_code)]
@@ -182,6 +182,14 @@ fn cluster_ip_node_port_and_load_balancer_across_the_lab() {
     eprintln!(
         "removed pods out of rotation after {:.2} s",
         started.elapsed().as_secs_f64()
+    );
+
+    // Hairpin: the only endpoint reaches itself through its service (its source is
+    // rewritten, so the reply comes back through the DNAT).
+    let got = requests_from(&lab, &survivor, &url, 3);
+    assert!(
+        got.len() == 3 && got.iter().all(|b| *b == survivor),
+        "{survivor} through its own service: {got:?}"
     );
 
     // No endpoints: refused at once, not a timeout.

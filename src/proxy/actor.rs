@@ -55,7 +55,7 @@ pub struct ServiceProxy {
     /// A sync asked for while one ran (`true`: a full one).
     pending: Option<bool>,
     /// What the table holds (after the last successful sync); `None`: write it whole.
-    last: Option<Arc<Vec<model::PortRule>>>,
+    last: Option<(Arc<Vec<model::PortRule>>, render::Counts)>,
     metrics: ProxyMetrics,
     applied: watch::Sender<Applied>,
     announcer: Option<Arc<Mutex<Announcer>>>,
@@ -161,7 +161,7 @@ impl ServiceProxy {
         // Only what changed, in one transaction; the whole table at start, after a failure
         // and periodically (which also repairs changes made behind the proxy's back).
         let (text, counts) = match (&self.last, full) {
-            (Some(old), false) => match render::delta(old, &rules, self.cluster) {
+            (Some((old, was)), false) => match render::delta(old, &rules, self.cluster, *was) {
                 Some((t, c)) => (Some(t), Some(c)),
                 None => (None, None),
             },
@@ -193,7 +193,7 @@ impl ServiceProxy {
             act.running = false;
             match res {
                 Ok(held) => {
-                    if let Some(counts) = counts {
+                    if let Some(counts) = &counts {
                         act.metrics
                             .sync_duration
                             .observe(started.elapsed().as_secs_f64());
@@ -205,7 +205,7 @@ impl ServiceProxy {
                         act.metrics.lb_addresses.set(h as i64);
                     }
                     if changed {
-                        act.last = Some(rules);
+                        act.last = counts.map(|c| (rules, c));
                         act.applied.send_modify(|a| {
                             a.at = Some(Instant::now());
                             a.text = text;

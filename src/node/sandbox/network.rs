@@ -153,12 +153,12 @@ pub async fn attach(p: &PodNet<'_>) -> Result<(), SandboxError> {
     .await?;
     // Hairpin (the CNI bridge plugin's hairpinMode, as flannel configures it): a pod reaching
     // itself through a Service VIP gets the DNATed packet back out of the port it came in.
-    set_link(
-        &h,
-        rtnetlink::LinkBridgePort::new(index).hairpin(true).build(),
-        "hairpin on the bridge port",
-    )
-    .await?;
+    // Port attributes go in RTM_NEWLINK (`set_port`); RTM_SETLINK ignores them silently.
+    h.link()
+        .set_port(rtnetlink::LinkBridgePort::new(index).hairpin(true).build())
+        .execute()
+        .await
+        .map_err(|e| nl("hairpin on the bridge port", e))?;
     let (ip, prefix, gw, mtu) = (p.ip, p.prefix, p.gateway, p.mtu);
     let path = p.netns.to_path_buf();
     // The namespace switch needs a thread of its own; keep the agent's thread free meanwhile.
