@@ -109,6 +109,8 @@ pub struct ControllersConfig {
     pub cluster_cidr: String,
     /// Prefix length of each node's pod subnet.
     pub node_cidr_mask_size: u8,
+    /// Testing knob: how fast the CronJob controller's clock runs (60 = a minute a second).
+    pub cronjob_clock_speed: f64,
 }
 
 impl Default for ControllersConfig {
@@ -122,6 +124,7 @@ impl Default for ControllersConfig {
             allocate_node_cidrs: true,
             cluster_cidr: "10.244.0.0/16".into(),
             node_cidr_mask_size: 24,
+            cronjob_clock_speed: 1.0,
         }
     }
 }

@@ -241,27 +241,6 @@ fn ingress_get(k: usize, host: &str, path: &str) -> Option<String> {
     Some(text(&out))
 }
 
-fn apply(lab: &TestLab, yaml: &str) {
-    use std::io::Write;
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(lab.lab_dir().join("kubeconfig"))
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl apply");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("kubectl apply");
-    assert!(out.status.success(), "kubectl apply: {}", text(&out));
-}
-
 #[test]
 fn cluster_dns_and_ingress_in_the_lab() {
     let Some((lab, _)) = lab_for("dns and ingress", &[]) else {

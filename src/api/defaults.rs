@@ -109,6 +109,17 @@ pub fn apply(kind: &str, obj: &mut Value) {
                 default(o, "type", json!("Opaque"));
             }
         }
+        "PersistentVolumeClaim" | "PersistentVolume" => {
+            if let Some(spec) = object_at(obj, "spec") {
+                default(spec, "volumeMode", json!("Filesystem"));
+                if kind == "PersistentVolume" {
+                    default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+                }
+            }
+            if let Some(status) = object_at(obj, "status") {
+                default(status, "phase", json!("Pending"));
+            }
+        }
         _ => {}
     }
 }
@@ -135,6 +146,38 @@ pub fn pod_tolerations(obj: &mut Value, seconds: u64) {
         });
         if !covered {
             list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+        }
+    }
+}
+
+/// On create (the uid is known then): unless `manualSelector`, a Job selects its pods by its
+/// uid, and its template carries the labels upstream adds.
+pub fn job_selector(obj: &mut Value) {
+    let (Some(uid), Some(name)) = (
+        obj.pointer("/metadata/uid").cloned(),
+        obj.pointer("/metadata/name").cloned(),
+    ) else {
+        return;
+    };
+    let Some(spec) = object_at(obj, "spec") else {
+        return;
+    };
+    if spec.get("manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let labels = json!({
+        "batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid, "job-name": name,
+    });
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if let Some(meta) = object_at(template, "metadata") {
+        let existing = meta.entry("labels").or_insert_with(|| json!({}));
+        if let (Some(have), Some(add)) = (existing.as_object_mut(), labels.as_object()) {
+            have.extend(add.clone());
         }
     }
 }

@@ -190,6 +190,28 @@ pub static RESOURCES: &[Resource] = &[
         false
     ),
     res!(
+        "",
+        "persistentvolumes",
+        "persistentvolume",
+        "PersistentVolume",
+        false,
+        &["pv"],
+        NONE_CAT,
+        ST,
+        false
+    ),
+    res!(
+        "",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        "PersistentVolumeClaim",
+        true,
+        &["pvc"],
+        NONE_CAT,
+        ST,
+        false
+    ),
+    res!(
         "apps",
         "deployments",
         "deployment",
@@ -255,6 +277,17 @@ pub static RESOURCES: &[Resource] = &[
         ALL,
         ST,
         true
+    ),
+    res!(
+        "storage.k8s.io",
+        "storageclasses",
+        "storageclass",
+        "StorageClass",
+        false,
+        &["sc"],
+        NONE_CAT,
+        NONE,
+        false
     ),
     res!(
         "coordination.k8s.io",

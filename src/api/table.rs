@@ -109,6 +109,38 @@ fn columns(kind: &str) -> Vec<Col> {
             wide("Pod-CIDR"),
         ],
         "Namespace" => vec![name, col("Status", "string"), age],
+        "PersistentVolumeClaim" => vec![
+            name,
+            col("Status", "string"),
+            col("Volume", "string"),
+            col("Capacity", "string"),
+            col("Access Modes", "string"),
+            col("StorageClass", "string"),
+            col("VolumeAttributesClass", "string"),
+            age,
+            wide("VolumeMode"),
+        ],
+        "PersistentVolume" => vec![
+            name,
+            col("Capacity", "string"),
+            col("Access Modes", "string"),
+            col("Reclaim Policy", "string"),
+            col("Status", "string"),
+            col("Claim", "string"),
+            col("StorageClass", "string"),
+            col("VolumeAttributesClass", "string"),
+            col("Reason", "string"),
+            age,
+            wide("VolumeMode"),
+        ],
+        "StorageClass" => vec![
+            name,
+            col("Provisioner", "string"),
+            col("ReclaimPolicy", "string"),
+            col("VolumeBindingMode", "string"),
+            col("AllowVolumeExpansion", "string"),
+            age,
+        ],
         "Event" => vec![
             col("Last Seen", "string"),
             col("Type", "string"),
@@ -334,6 +366,22 @@ fn pod_cells(o: &Value) -> Vec<Cell> {
         json!(or_none(s(o, "/status/nominatedNodeName").into())),
         json!("<none>"),
     ]
+}
+
+/// `RWO,ROX`: access modes as kubectl abbreviates them.
+fn access_modes(o: &Value, path: &str) -> String {
+    arr(o, path)
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn service_ports(o: &Value) -> String {
@@ -585,6 +633,57 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
                 }),
                 json!(addrs.join(",")),
                 json!(ports),
+                json!(age(o)),
+            ]
+        }
+        "PersistentVolumeClaim" => vec![
+            name,
+            json!(s(o, "/status/phase")),
+            json!(s(o, "/spec/volumeName")),
+            json!(s(o, "/status/capacity/storage")),
+            json!(access_modes(o, "/status/accessModes")),
+            json!(or_none(s(o, "/spec/storageClassName").into())),
+            json!("<unset>"),
+            json!(age(o)),
+            json!(s(o, "/spec/volumeMode")),
+        ],
+        "PersistentVolume" => {
+            let claim = match (
+                s(o, "/spec/claimRef/namespace"),
+                s(o, "/spec/claimRef/name"),
+            ) {
+                (_, "") => String::new(),
+                (ns, n) => format!("{ns}/{n}"),
+            };
+            vec![
+                name,
+                json!(s(o, "/spec/capacity/storage")),
+                json!(access_modes(o, "/spec/accessModes")),
+                json!(s(o, "/spec/persistentVolumeReclaimPolicy")),
+                json!(s(o, "/status/phase")),
+                json!(claim),
+                json!(s(o, "/spec/storageClassName")),
+                json!("<unset>"),
+                json!(s(o, "/status/reason")),
+                json!(age(o)),
+                json!(s(o, "/spec/volumeMode")),
+            ]
+        }
+        "StorageClass" => {
+            let default = o
+                .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
+                == Some(&json!("true"));
+            let shown = if default {
+                format!("{} (default)", s(o, "/metadata/name"))
+            } else {
+                s(o, "/metadata/name").to_string()
+            };
+            vec![
+                json!(shown),
+                json!(s(o, "/provisioner")),
+                json!(or_none(s(o, "/reclaimPolicy").into()).replace("<none>", "Delete")),
+                json!(or_none(s(o, "/volumeBindingMode").into()).replace("<none>", "Immediate")),
+                json!(o.pointer("/allowVolumeExpansion") == Some(&json!(true))),
                 json!(age(o)),
             ]
         }

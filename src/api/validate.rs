@@ -65,6 +65,9 @@ fn typed(kind: &str, obj: &Value) -> Result<Value, ApiError> {
         "Secret" => round_trip::<core::Secret>(obj),
         "Event" => round_trip::<core::Event>(obj),
         "ServiceAccount" => round_trip::<core::ServiceAccount>(obj),
+        "PersistentVolume" => round_trip::<core::PersistentVolume>(obj),
+        "PersistentVolumeClaim" => round_trip::<core::PersistentVolumeClaim>(obj),
+        "StorageClass" => round_trip::<k8s_openapi::api::storage::v1::StorageClass>(obj),
         "Deployment" => round_trip::<apps::Deployment>(obj),
         "ReplicaSet" => round_trip::<apps::ReplicaSet>(obj),
         "DaemonSet" => round_trip::<apps::DaemonSet>(obj),
@@ -107,6 +110,21 @@ fn unknown_fields(input: &Value, known: &Value, path: &str, out: &mut Vec<String
 }
 
 /// Checks an object about to be written. Returns warnings (unknown fields under `Warn`).
+/// A Job's pods finish: they may restart on failure or never, not always.
+fn job_restart_policy(template: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    let policy = template
+        .and_then(|t| t.pointer("/spec/restartPolicy"))
+        .and_then(Value::as_str)
+        .unwrap_or("Always");
+    if !matches!(policy, "OnFailure" | "Never") {
+        causes.push(Cause::not_supported(
+            format!("{path}.spec.restartPolicy"),
+            format!("\"{policy}\""),
+            &["OnFailure", "Never"],
+        ));
+    }
+}
+
 pub fn check(res: &Resource, obj: &Value, fv: FieldValidation) -> Result<Vec<String>, ApiError> {
     let known = typed(res.kind, obj)?;
     let mut unknown = Vec::new();
@@ -145,8 +163,16 @@ pub fn check(res: &Resource, obj: &Value, fv: FieldValidation) -> Result<Vec<Str
         "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => {
             workload(res.kind, obj, &mut causes)
         }
-        "Job" => template(obj.pointer("/spec/template"), "spec.template", &mut causes),
+        "Job" => {
+            template(obj.pointer("/spec/template"), "spec.template", &mut causes);
+            job_restart_policy(obj.pointer("/spec/template"), "spec.template", &mut causes);
+        }
         "CronJob" => {
+            job_restart_policy(
+                obj.pointer("/spec/jobTemplate/spec/template"),
+                "spec.jobTemplate.spec.template",
+                &mut causes,
+            );
             if obj
                 .pointer("/spec/schedule")
                 .and_then(Value::as_str)

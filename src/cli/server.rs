@@ -156,6 +156,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
                     }),
                     // Validated at load.
                     lb_pool: cfg.load_balancer_pool().unwrap_or_default(),
+                    cronjob_clock_speed: cfg.controllers.cronjob_clock_speed,
                 },
             )
             .start()

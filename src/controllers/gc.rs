@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
-use super::runtime::{ReconcileResult, Reconciler};
+use super::runtime::{Informer, ReconcileResult, Reconciler};
 use super::shared::{obj_ref, Shared};
 
 const FOREGROUND: &str = "foregroundDeletion";
@@ -27,39 +27,81 @@ const ORPHAN: &str = "orphan";
 enum Kind {
     Deployment,
     ReplicaSet,
+    DaemonSet,
+    StatefulSet,
+    ControllerRevision,
+    Job,
+    CronJob,
     Pod,
+    PersistentVolumeClaim,
 }
+
+const KINDS: [Kind; 9] = [
+    Kind::Deployment,
+    Kind::ReplicaSet,
+    Kind::DaemonSet,
+    Kind::StatefulSet,
+    Kind::ControllerRevision,
+    Kind::Job,
+    Kind::CronJob,
+    Kind::Pod,
+    Kind::PersistentVolumeClaim,
+];
 
 impl Kind {
     fn parse(s: &str) -> Option<Kind> {
-        Some(match s {
-            "Deployment" => Kind::Deployment,
-            "ReplicaSet" => Kind::ReplicaSet,
-            "Pod" => Kind::Pod,
-            _ => return None,
-        })
+        KINDS.into_iter().find(|k| k.name() == s)
     }
 
     fn name(self) -> &'static str {
+        self.names().0
+    }
+
+    /// (kind, group, plural)
+    fn names(self) -> (&'static str, &'static str, &'static str) {
         match self {
-            Kind::Deployment => "Deployment",
-            Kind::ReplicaSet => "ReplicaSet",
-            Kind::Pod => "Pod",
+            Kind::Deployment => ("Deployment", "apps", "deployments"),
+            Kind::ReplicaSet => ("ReplicaSet", "apps", "replicasets"),
+            Kind::DaemonSet => ("DaemonSet", "apps", "daemonsets"),
+            Kind::StatefulSet => ("StatefulSet", "apps", "statefulsets"),
+            Kind::ControllerRevision => ("ControllerRevision", "apps", "controllerrevisions"),
+            Kind::Job => ("Job", "batch", "jobs"),
+            Kind::CronJob => ("CronJob", "batch", "cronjobs"),
+            Kind::Pod => ("Pod", "", "pods"),
+            Kind::PersistentVolumeClaim => ("PersistentVolumeClaim", "", "persistentvolumeclaims"),
         }
     }
 
     fn resource(self) -> ApiResource {
-        let (g, plural) = match self {
-            Kind::Deployment => ("apps", "deployments"),
-            Kind::ReplicaSet => ("apps", "replicasets"),
-            Kind::Pod => ("", "pods"),
-        };
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, "v1", self.name()), plural)
+        let (kind, g, plural) = self.names();
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, "v1", kind), plural)
     }
 }
 
 fn key(kind: Kind, ns: &str, name: &str) -> String {
     format!("{}/{ns}/{name}", kind.name())
+}
+
+/// The cached object's metadata.
+fn cached<K>(informer: &Informer<K>, ns: &str, name: &str) -> Option<ObjectMeta>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    informer
+        .store
+        .get(&obj_ref(Some(ns), name))
+        .map(|o| o.meta().clone())
+}
+
+fn every<K>(informer: &Informer<K>, kind: Kind) -> impl Iterator<Item = (Kind, ObjectMeta)>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    informer
+        .store
+        .state()
+        .into_iter()
+        .map(move |o| (kind, o.meta().clone()))
 }
 
 pub struct GarbageCollector {
@@ -72,56 +114,32 @@ impl GarbageCollector {
     }
 
     fn meta(&self, kind: Kind, ns: &str, name: &str) -> Option<ObjectMeta> {
-        let ns = Some(ns);
+        let s = &self.shared;
         match kind {
-            Kind::Deployment => self
-                .shared
-                .deployments
-                .store
-                .get(&obj_ref(ns, name))
-                .map(|o| o.metadata.clone()),
-            Kind::ReplicaSet => self
-                .shared
-                .replicasets
-                .store
-                .get(&obj_ref(ns, name))
-                .map(|o| o.metadata.clone()),
-            Kind::Pod => self
-                .shared
-                .pods
-                .store
-                .get(&obj_ref(ns, name))
-                .map(|o| o.metadata.clone()),
+            Kind::Deployment => cached(&s.deployments, ns, name),
+            Kind::ReplicaSet => cached(&s.replicasets, ns, name),
+            Kind::DaemonSet => cached(&s.daemonsets, ns, name),
+            Kind::StatefulSet => cached(&s.statefulsets, ns, name),
+            Kind::ControllerRevision => cached(&s.revisions, ns, name),
+            Kind::Job => cached(&s.jobs, ns, name),
+            Kind::CronJob => cached(&s.cronjobs, ns, name),
+            Kind::Pod => cached(&s.pods, ns, name),
+            Kind::PersistentVolumeClaim => cached(&s.claims, ns, name),
         }
     }
 
     fn all(&self) -> Vec<(Kind, ObjectMeta)> {
-        let mut out: Vec<(Kind, ObjectMeta)> = Vec::new();
-        out.extend(
-            self.shared
-                .deployments
-                .store
-                .state()
-                .iter()
-                .map(|o| (Kind::Deployment, o.metadata.clone())),
-        );
-        out.extend(
-            self.shared
-                .replicasets
-                .store
-                .state()
-                .iter()
-                .map(|o| (Kind::ReplicaSet, o.metadata.clone())),
-        );
-        out.extend(
-            self.shared
-                .pods
-                .store
-                .state()
-                .iter()
-                .map(|o| (Kind::Pod, o.metadata.clone())),
-        );
-        out
+        let s = &self.shared;
+        every(&s.deployments, Kind::Deployment)
+            .chain(every(&s.replicasets, Kind::ReplicaSet))
+            .chain(every(&s.daemonsets, Kind::DaemonSet))
+            .chain(every(&s.statefulsets, Kind::StatefulSet))
+            .chain(every(&s.revisions, Kind::ControllerRevision))
+            .chain(every(&s.jobs, Kind::Job))
+            .chain(every(&s.cronjobs, Kind::CronJob))
+            .chain(every(&s.pods, Kind::Pod))
+            .chain(every(&s.claims, Kind::PersistentVolumeClaim))
+            .collect()
     }
 
     /// Objects holding a reference to `uid`.
@@ -309,7 +327,7 @@ impl GarbageCollector {
     pub fn sources(self: &Rc<Self>) -> Vec<futures_util::stream::LocalBoxStream<'static, String>> {
         fn changes<K>(
             me: &Rc<GarbageCollector>,
-            informer: &super::runtime::Informer<K>,
+            informer: &Informer<K>,
             kind: Kind,
         ) -> futures_util::stream::LocalBoxStream<'static, String>
         where
@@ -348,10 +366,17 @@ impl GarbageCollector {
                 })
                 .boxed_local()
         }
+        let s = &self.shared;
         vec![
-            changes(self, &self.shared.deployments, Kind::Deployment),
-            changes(self, &self.shared.replicasets, Kind::ReplicaSet),
-            changes(self, &self.shared.pods, Kind::Pod),
+            changes(self, &s.deployments, Kind::Deployment),
+            changes(self, &s.replicasets, Kind::ReplicaSet),
+            changes(self, &s.daemonsets, Kind::DaemonSet),
+            changes(self, &s.statefulsets, Kind::StatefulSet),
+            changes(self, &s.revisions, Kind::ControllerRevision),
+            changes(self, &s.jobs, Kind::Job),
+            changes(self, &s.cronjobs, Kind::CronJob),
+            changes(self, &s.pods, Kind::Pod),
+            changes(self, &s.claims, Kind::PersistentVolumeClaim),
         ]
     }
 }

@@ -1,16 +1,23 @@
 //! Controllers: actix actors fed by kube-rs informers over the API, run only on the replica
 //! that is the Raft leader (the controller manager starts and stops them with leadership).
 
+mod cronjob;
+mod daemonset;
 mod deployment;
 mod endpoints;
+mod expectations;
 mod gc;
+mod job;
 mod loadbalancer;
 mod nodeipam;
 mod nodelifecycle;
 pub mod pods;
 mod replicaset;
+mod revisions;
 pub mod runtime;
 mod shared;
+mod statefulset;
+pub mod volumes;
 
 pub use loadbalancer::held as loadbalancer_ips;
 pub use shared::{obj_ref, Shared};
@@ -36,6 +43,10 @@ pub struct ControllerOptions {
     pub node_cidrs: Option<(ipnet::Ipv4Net, u8)>,
     /// Addresses for LoadBalancer services (`services.load_balancer_pool`).
     pub lb_pool: Vec<std::net::Ipv4Addr>,
+    /// Testing knob: the CronJob controller's clock runs this many times faster than real
+    /// time (its "now" is start + real elapsed × speed; 60 makes a cron minute pass in a
+    /// second). 1.0 in production; only the CronJob controller uses it.
+    pub cronjob_clock_speed: f64,
 }
 
 fn run<R: runtime::Reconciler>(
@@ -83,6 +94,16 @@ fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
         run(ep.clone(), ep.sources(), &opts);
         let lb = loadbalancer::LoadBalancerController::new(shared.clone(), opts.lb_pool.clone());
         run(lb.clone(), lb.sources(), &opts);
+        let ds = daemonset::DaemonSetController::new(shared.clone());
+        run(ds.clone(), ds.sources(), &opts);
+        let job = job::JobController::new(shared.clone());
+        run(job.clone(), job.sources(), &opts);
+        let cj = cronjob::CronJobController::new(shared.clone(), opts.cronjob_clock_speed);
+        run(cj.clone(), cj.sources(), &opts);
+        let sts = statefulset::StatefulSetController::new(shared.clone());
+        run(sts.clone(), sts.sources(), &opts);
+        let pv = volumes::VolumeController::new(shared.clone());
+        run(pv.clone(), pv.sources(), &opts);
         let gc = gc::GarbageCollector::new(shared.clone());
         run(gc.clone(), gc.sources(), &opts);
         crate::scheduler::Scheduler::new(shared.clone()).start();

@@ -2,9 +2,13 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::Client;
@@ -19,6 +23,14 @@ pub struct Shared {
     pub nodes: Arc<Informer<Node>>,
     pub services: Arc<Informer<Service>>,
     pub leases: Arc<Informer<Lease>>,
+    pub daemonsets: Arc<Informer<DaemonSet>>,
+    pub statefulsets: Arc<Informer<StatefulSet>>,
+    pub revisions: Arc<Informer<ControllerRevision>>,
+    pub jobs: Arc<Informer<Job>>,
+    pub cronjobs: Arc<Informer<CronJob>>,
+    pub claims: Arc<Informer<PersistentVolumeClaim>>,
+    pub volumes: Arc<Informer<PersistentVolume>>,
+    pub storage_classes: Arc<Informer<StorageClass>>,
     pub recorder: Recorder,
 }
 
@@ -31,6 +43,14 @@ impl Shared {
             nodes: Informer::start(Api::all(client.clone())),
             services: Informer::start(Api::all(client.clone())),
             leases: Informer::start(Api::namespaced(client.clone(), "kube-node-lease")),
+            daemonsets: Informer::start(Api::all(client.clone())),
+            statefulsets: Informer::start(Api::all(client.clone())),
+            revisions: Informer::start(Api::all(client.clone())),
+            jobs: Informer::start(Api::all(client.clone())),
+            cronjobs: Informer::start(Api::all(client.clone())),
+            claims: Informer::start(Api::all(client.clone())),
+            volumes: Informer::start(Api::all(client.clone())),
+            storage_classes: Informer::start(Api::all(client.clone())),
             recorder: Recorder::new(client.clone(), "skiff-controller-manager"),
             client,
         })
@@ -69,6 +89,14 @@ impl Shared {
         let _ = self.nodes.store.wait_until_ready().await;
         let _ = self.services.store.wait_until_ready().await;
         let _ = self.leases.store.wait_until_ready().await;
+        let _ = self.daemonsets.store.wait_until_ready().await;
+        let _ = self.statefulsets.store.wait_until_ready().await;
+        let _ = self.revisions.store.wait_until_ready().await;
+        let _ = self.jobs.store.wait_until_ready().await;
+        let _ = self.cronjobs.store.wait_until_ready().await;
+        let _ = self.claims.store.wait_until_ready().await;
+        let _ = self.volumes.store.wait_until_ready().await;
+        let _ = self.storage_classes.store.wait_until_ready().await;
     }
 }
 

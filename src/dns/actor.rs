@@ -175,7 +175,7 @@ fn any<K>(_: &K) -> bool {
     true
 }
 
-/// Pods matter to DNS only with a hostname and a subdomain (both immutable).
+/// Pods answer in DNS only with a hostname and a subdomain (both immutable).
 fn named_pod(pod: &Pod) -> bool {
     let spec = pod.spec.as_ref();
     let set = |v: Option<&String>| v.is_some_and(|v| !v.is_empty());
@@ -190,8 +190,13 @@ fn slim_slice(slice: &mut EndpointSlice) {
     slim_meta(&mut slice.metadata);
 }
 
+/// A pod's address tells which namespace's search path a question comes with (autopath).
+fn addressed_or_named(pod: &Pod) -> bool {
+    named_pod(pod) || pod.status.as_ref().is_some_and(|s| s.pod_ip.is_some())
+}
+
 /// Pods are the biggest and most numerous objects; DNS needs the name, hostname, subdomain,
-/// phase and IPs of named ones, and only the name of the others.
+/// phase and IPs of named ones, and only the name and IPs of the others.
 fn slim_pod(pod: &mut Pod) {
     if !named_pod(pod) {
         let meta = &pod.metadata;
@@ -203,6 +208,11 @@ fn slim_pod(pod: &mut Pod) {
                 resource_version: meta.resource_version.clone(),
                 ..ObjectMeta::default()
             },
+            status: pod.status.as_ref().map(|s| PodStatus {
+                pod_ip: s.pod_ip.clone(),
+                pod_ips: s.pod_ips.clone(),
+                ..PodStatus::default()
+            }),
             ..Pod::default()
         };
         return;
@@ -239,7 +249,7 @@ impl Actor for ClusterDns {
         if let Some(w) = self.watches.take() {
             ctx.add_stream(watch(&w.client, w.services, SERVICES, slim_service, any));
             ctx.add_stream(watch(&w.client, w.slices, SLICES, slim_slice, any));
-            ctx.add_stream(watch(&w.client, w.pods, PODS, slim_pod, named_pod));
+            ctx.add_stream(watch(&w.client, w.pods, PODS, slim_pod, addressed_or_named));
         }
         info!(addr = %self.local_addr, domain = %self.domain, "cluster DNS serving");
     }

@@ -45,7 +45,7 @@ impl Snapshot {
             return self.reverse_lookup(qname, ip, qtype);
         }
         let Some(rest) = self.relative(lower) else {
-            return self.service_short_form(qname, lower);
+            return Lookup::Forward;
         };
         let labels: Vec<&str> = if rest.is_empty() {
             Vec::new()
@@ -68,27 +68,39 @@ impl Snapshot {
         }
     }
 
-    /// `<service>.<namespace>` outside the cluster domain: the pods' `svc.<domain>` search
-    /// suffix applied here (CoreDNS's autopath does this server-side), as a CNAME to the full
-    /// name, for stub resolvers that send a dotted name as it is before trying the search
-    /// list (busybox's nslookup). Only names of existing services; all else goes upstream.
-    fn service_short_form(&self, qname: &Name, lower: &str) -> Lookup {
-        let Some((name, ns)) = lower.split_once('.').filter(|(_, ns)| !ns.contains('.')) else {
-            return Lookup::Forward;
-        };
-        if !self
-            .services
-            .contains_key(&(ns.to_string(), name.to_string()))
-        {
-            return Lookup::Forward;
+    /// `lookup`, and for a name outside the cluster domain the asker's search path applied
+    /// here (CoreDNS's autopath): `NAME.<its namespace>.svc.<domain>` (when `src` is a pod's
+    /// address), `NAME.svc.<domain>`, `NAME.<domain>`; the first that exists answers as a
+    /// CNAME to it. Stub resolvers that send a dotted name as it is and give up on an error
+    /// (busybox's nslookup with `web.default` or `web-0.web`) still find cluster names;
+    /// everything else goes upstream.
+    pub fn lookup_from(&self, qname: &Name, qtype: RecordType, src: Option<IpAddr>) -> Lookup {
+        let direct = self.lookup(qname, qtype);
+        let lower = qname.to_lowercase().to_ascii();
+        let lower = lower.trim_end_matches('.');
+        if direct != Lookup::Forward || self.domain.is_empty() || parse_reverse(lower).is_some() {
+            return direct;
         }
-        match fqdn(&format!("{name}.{ns}.svc.{}", self.domain)) {
-            Some(target) => Lookup::Found {
-                answers: vec![self.record(qname.clone(), RData::CNAME(CNAME(target)))],
-                additionals: Vec::new(),
-            },
-            None => Lookup::Forward,
+        let ns = src.and_then(|ip| self.pod_namespaces.get(&ip));
+        let suffixes = ns
+            .map(|ns| format!("{ns}.svc.{}", self.domain))
+            .into_iter()
+            .chain([format!("svc.{}", self.domain), self.domain.clone()]);
+        for suffix in suffixes {
+            let Some(target) = fqdn(&format!("{lower}.{suffix}")) else {
+                continue;
+            };
+            if matches!(
+                self.lookup(&target, qtype),
+                Lookup::Found { .. } | Lookup::NoData
+            ) {
+                return Lookup::Found {
+                    answers: vec![self.record(qname.clone(), RData::CNAME(CNAME(target)))],
+                    additionals: Vec::new(),
+                };
+            }
         }
+        Lookup::Forward
     }
 
     fn record(&self, name: Name, data: RData) -> Record {

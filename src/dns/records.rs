@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub(super) services: HashMap<(String, String), Svc>,
     /// (namespace, subdomain, hostname) of running pods with an IP.
     pub(super) pod_hosts: HashMap<(String, String, String), Vec<IpAddr>>,
+    /// Namespaces of pod addresses (the asker's search path, for autopath).
+    pub(super) pod_namespaces: HashMap<IpAddr, String>,
     /// PTR targets of ClusterIPs and ready endpoint addresses (FQDNs without the final dot).
     pub(super) reverse: HashMap<IpAddr, Vec<String>>,
 }
@@ -184,6 +186,9 @@ impl Snapshot {
             let (Some(name), Some(ns)) = (meta.name.as_deref(), meta.namespace.as_deref()) else {
                 continue;
             };
+            for ip in pod_ips(pod) {
+                snap.pod_namespaces.insert(ip, ns.to_ascii_lowercase());
+            }
             let spec = pod.spec.as_ref();
             let host = spec
                 .and_then(|s| s.hostname.as_deref())

@@ -127,7 +127,7 @@ impl QueryHandler {
         }
         let snap = self.0.snapshot();
         let qtype = query.query_type();
-        let lookup = snap.lookup(query.name(), qtype);
+        let lookup = snap.lookup_from(query.name(), qtype, Some(request.src().ip()));
         if lookup != Lookup::Forward && !self.0.synced.load(Ordering::Acquire) {
             // Like CoreDNS before its first list: no claim that a name does not exist.
             return Answer::error(ResponseCode::ServFail);

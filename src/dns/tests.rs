@@ -132,16 +132,37 @@ fn answers(l: Lookup) -> Vec<String> {
     }
 }
 
+fn ask_from(z: &Snapshot, name: &str, src: Option<&str>) -> Lookup {
+    let src = src.map(|ip| ip.parse().expect("ip"));
+    z.lookup_from(&Name::from_ascii(name).expect("name"), RecordType::A, src)
+}
+
 #[test]
-fn service_dot_namespace_is_completed_only_for_existing_services() {
+fn dotted_short_names_are_completed_with_the_askers_search_path() {
     let z = zone();
     assert_eq!(
-        answers(ask(&z, "web.default.", RecordType::A)),
+        answers(ask_from(&z, "web.default.", None)),
         ["web.default. CNAME web.default.svc.cluster.local."]
     );
-    assert_eq!(ask(&z, "nope.default.", RecordType::A), Lookup::Forward);
-    assert_eq!(ask(&z, "example.com.", RecordType::A), Lookup::Forward);
-    assert_eq!(ask(&z, "a.web.default.", RecordType::A), Lookup::Forward);
+    assert_eq!(ask_from(&z, "nope.default.", None), Lookup::Forward);
+    assert_eq!(ask_from(&z, "example.com.", None), Lookup::Forward);
+    assert_eq!(ask_from(&z, "a.web.default.", None), Lookup::Forward);
+    // A StatefulSet pod's `host.subdomain` from a pod of that namespace (10.244.4.5 is
+    // sts-1 in default); unknown askers get no namespace.
+    assert_eq!(
+        answers(ask_from(&z, "sts-0.sts.", Some("10.244.4.5"))),
+        ["sts-0.sts. CNAME sts-0.sts.default.svc.cluster.local."]
+    );
+    assert_eq!(
+        ask_from(&z, "sts-0.sts.", Some("10.9.9.9")),
+        Lookup::Forward
+    );
+    assert_eq!(ask_from(&z, "sts-0.sts.", None), Lookup::Forward);
+    // Names in the cluster domain are answered as they are.
+    assert_eq!(
+        ask_from(&z, "nope.default.svc.cluster.local.", Some("10.244.4.5")),
+        Lookup::NxDomain
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod server;
 pub mod services;
+pub mod storage;
 pub mod worker;
 
 use std::sync::Arc;
@@ -122,6 +123,7 @@ pub struct NodeHandle {
     pub proxy: Option<actix::Addr<crate::proxy::ServiceProxy>>,
     pub ingress: Option<actix::Addr<crate::ingress::IngressController>>,
     pub dns: Option<actix::Addr<crate::dns::ClusterDns>>,
+    pub storage: actix::Addr<storage::LocalPath>,
 }
 
 /// Builds the agent from the configuration and starts the `Kubelet` actor and, unless
@@ -263,7 +265,14 @@ pub async fn start(
     } else {
         None
     };
+    let storage = storage::LocalPath::new(
+        ctx.client.clone(),
+        cfg.node_name.clone(),
+        ctx.dirs.state.join("storage"),
+    )
+    .start();
     Ok(NodeHandle {
+        storage,
         kubelet: Kubelet::new(ctx, host, node.clone()).start(),
         overlay: overlay_agent.map(Actor::start),
         proxy,

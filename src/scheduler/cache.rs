@@ -79,6 +79,8 @@ pub struct PodFacts {
     pub requests: Resources,
     pub host_ports: Vec<(String, i32)>,
     pub owner: Option<u64>,
+    /// Node affinities of the pod's bound volumes.
+    pub volume_nodes: Vec<k8s_openapi::api::core::v1::NodeSelector>,
 }
 
 fn owner_id(uid: &str) -> u64 {
@@ -102,6 +104,7 @@ impl PodFacts {
             requests: resources::pod_requests(p),
             host_ports,
             owner: crate::controllers::pods::controller_of(&p.metadata).map(|o| owner_id(&o.uid)),
+            volume_nodes: Vec::new(),
         }
     }
 

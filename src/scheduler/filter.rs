@@ -1,6 +1,6 @@
 //! Filters: can this pod run on this node? Each failing filter gives upstream's reason text.
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, Pod, Taint, Toleration};
 
 use super::cache::{NodeInfo, PodFacts, Usage};
 
@@ -51,6 +51,9 @@ pub fn fits(
         return Err(vec![
             "node(s) didn't match Pod's node affinity/selector".into()
         ]);
+    }
+    if !facts.volume_nodes.iter().all(|s| selector_matches(s, node)) {
+        return Err(vec!["node(s) had volume node affinity conflict".into()]);
     }
     if facts
         .host_ports
@@ -151,9 +154,11 @@ fn matches_affinity(pod: &Pod, node: &NodeInfo) -> bool {
             na.required_during_scheduling_ignored_during_execution
                 .as_ref()
         });
-    let Some(required) = required else {
-        return true;
-    };
+    required.is_none_or(|r| selector_matches(r, node))
+}
+
+/// Any of the selector's terms matches the node (a term: all its requirements).
+fn selector_matches(required: &NodeSelector, node: &NodeInfo) -> bool {
     let name = &node.name;
     required.node_selector_terms.iter().any(|term| {
         let exprs = term

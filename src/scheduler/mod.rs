@@ -8,6 +8,7 @@ pub mod cache;
 pub mod filter;
 pub mod resources;
 mod score;
+mod volumes;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
@@ -157,12 +158,20 @@ impl Scheduler {
                 continue;
             }
             done += 1;
-            let facts = PodFacts::of(&pod);
+            let mut facts = PodFacts::of(&pod);
+            let needs = match volumes::needs(&self.shared, &pod) {
+                Ok(n) => n,
+                Err(why) => {
+                    self.report_unschedulable(&pod, k, why);
+                    continue;
+                }
+            };
+            facts.volume_nodes = needs.node_affinity;
             match algorithm::schedule(&mut self.cache, &pod, &facts) {
                 Ok(node) => {
                     self.cache.assume(&uid, &node, facts);
                     self.unschedulable.remove(&k);
-                    self.bind(ctx, &pod, k, uid, node);
+                    self.bind(ctx, &pod, k, uid, node, needs.provision);
                 }
                 Err(fit) => self.report_unschedulable(&pod, k, fit.to_string()),
             }
@@ -170,11 +179,22 @@ impl Scheduler {
         self.kick(ctx);
     }
 
-    fn bind(&mut self, ctx: &mut Context<Self>, pod: &Pod, k: String, uid: String, node: String) {
+    /// Binds the pod, after marking its WaitForFirstConsumer `claims` with the node.
+    fn bind(
+        &mut self,
+        ctx: &mut Context<Self>,
+        pod: &Pod,
+        k: String,
+        uid: String,
+        node: String,
+        claims: Vec<String>,
+    ) {
         self.binding += 1;
         let ns = pod.namespace().unwrap_or_default();
         let name = pod.name_any();
         let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), &ns);
+        let claim_api: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.shared.client.clone(), &ns);
         let body = json!({
             "apiVersion": "v1", "kind": "Binding",
             "metadata": {"name": name, "namespace": ns, "uid": uid},
@@ -182,6 +202,24 @@ impl Scheduler {
         });
         let addr = ctx.address();
         actix::spawn(async move {
+            let mark = json!({"metadata": {"annotations": {
+                crate::controllers::volumes::SELECTED_NODE: node,
+            }}});
+            for c in &claims {
+                if let Err(e) = claim_api
+                    .patch(c, &PatchParams::default(), &Patch::Merge(&mark))
+                    .await
+                {
+                    // The pod stays pending; it is retried like a failed bind.
+                    addr.do_send(Bound {
+                        key: k,
+                        uid,
+                        node,
+                        result: Err(e),
+                    });
+                    return;
+                }
+            }
             let result = api
                 .create_subresource::<serde_json::Value, Status>(
                     "binding",

@@ -1,5 +1,5 @@
 //! Stand-in node agents until the real one exists: registers nodes through the API, renews
-//! their leases, marks pods bound to them Running and Ready, and finishes the graceful
+//! their leases, marks pods bound to them Running and Ready (once), and finishes the graceful
 //! deletion of their pods, as a kubelet would.
 
 use std::collections::BTreeMap;
@@ -131,9 +131,9 @@ impl FakeNodes {
                         .await;
                     continue;
                 }
-                let running =
-                    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-                if running {
+                // Started once; a finished pod (a test playing its exit) stays finished.
+                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                if matches!(phase, Some("Running" | "Succeeded" | "Failed")) {
                     continue;
                 }
                 ip += 1;

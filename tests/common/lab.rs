@@ -352,3 +352,25 @@ pub fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `kubectl apply -f -` of `yaml` in the lab.
+pub fn apply(lab: &TestLab, yaml: &str) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(lab.lab_dir().join("kubeconfig"))
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("kubectl apply");
+    assert!(out.status.success(), "kubectl apply: {}", text(&out));
+}

@@ -1,7 +1,6 @@
 //! The ReplicaSet controller: as many active pods as `replicas`, owned and labelled, created in
 //! slow-start batches and deleted in upstream's preference order; status from the pods.
 
-mod expectations;
 mod status;
 mod sync;
 
@@ -14,10 +13,10 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::ResourceExt;
 
+use super::expectations::Expectations;
 use super::pods::controller_of;
 use super::runtime::{key, ReconcileResult, Reconciler};
 use super::shared::Shared;
-use expectations::Expectations;
 
 pub struct ReplicaSetController {
     shared: Arc<Shared>,

@@ -1,12 +1,14 @@
-//! Pod volumes on the node: emptyDir, hostPath, configMap and secret, each a directory that
-//! the pod's containers bind-mount.
+//! Pod volumes on the node: emptyDir, hostPath, configMap, secret and persistentVolumeClaim,
+//! each a directory that the pod's containers bind-mount.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume,
+};
 use kube::{Api, Client};
 
 use crate::node::NodeError;
@@ -80,6 +82,9 @@ async fn volume_dir(
         }
         return Ok(Some(path));
     }
+    if let Some(c) = &v.persistent_volume_claim {
+        return claim_dir(client, ns, &c.claim_name).await.map(Some);
+    }
     // ConfigMap and Secret volumes: the object's keys as files.
     let source = if let Some(cm) = &v.config_map {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
@@ -134,6 +139,54 @@ async fn volume_dir(
         None => return Err(NodeError::Pod(format!("{kind} \"{name}\" not found"))),
     }
     Ok(Some(dir))
+}
+
+/// The host directory of a bound claim's volume (hostPath or local). Until the claim is
+/// bound the pod waits (setup is retried), as a kubelet waits for its volumes to attach.
+async fn claim_dir(client: &Client, ns: &str, claim: &str) -> Result<PathBuf, NodeError> {
+    let pending = |why: String| NodeError::Pod(format!("persistentvolumeclaim \"{claim}\" {why}"));
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .get_opt(claim)
+        .await?
+        .ok_or_else(|| pending("not found".into()))?;
+    let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let name = pvc
+        .spec
+        .and_then(|s| s.volume_name)
+        .filter(|n| bound && !n.is_empty())
+        .ok_or_else(|| pending("is not bound yet".into()))?;
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get_opt(&name)
+        .await?
+        .ok_or_else(|| pending(format!("is bound to a missing volume {name}")))?;
+    let spec = pv.spec.unwrap_or_default();
+    let path = spec
+        .host_path
+        .map(|h| h.path)
+        .or(spec.local.map(|l| l.path))
+        .ok_or_else(|| {
+            NodeError::Pod(format!(
+                "volume {name}: only hostPath and local volumes are supported"
+            ))
+        })?;
+    let path = PathBuf::from(path);
+    // A local-path directory removed behind the node's back comes back empty.
+    if pv
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::controllers::volumes::LOCAL_PATH_NODE))
+        .is_some()
+    {
+        fs::create_dir_all(&path)?;
+    }
+    if !path.is_dir() {
+        return Err(NodeError::Pod(format!(
+            "volume {name}: {} is not a directory",
+            path.display()
+        )));
+    }
+    Ok(path)
 }
 
 /// Prepares every volume of the pod; returns name -> host directory. Kinds the node does

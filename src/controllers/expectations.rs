@@ -1,13 +1,13 @@
-//! Expectations: pods this controller is creating or deleting that the informer has not shown
-//! yet. Until they are seen (or expire), a ReplicaSet is not resized again, so a lagging cache
-//! never causes extra creations or deletions. Creations are counted (the names come from
-//! generateName) and raised before the requests go out, so a watch event that overtakes the
-//! response is still counted; deletions are tracked by uid.
+//! Expectations: pods a controller (ReplicaSet, DaemonSet, Job) is creating or deleting that
+//! the informer has not shown yet. Until they are seen (or expire), the owner is not acted on
+//! again, so a lagging cache never causes extra creations or deletions. Creations are counted
+//! (the names come from generateName) and raised before the requests go out, so a watch event
+//! that overtakes the response is still counted; deletions are tracked by uid.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-/// Upstream waits 5 minutes; a lost event here only delays a resize.
+/// Upstream waits 5 minutes; a lost event here only delays the next step.
 const EXPIRY: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
