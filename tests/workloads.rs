@@ -1,7 +1,9 @@
 //! Workload controllers in the three-node lab, as root, with real pods (runc): a StatefulSet
 //! with local-path volumes (ordered creation seen through a watch, stable DNS names, a pod
 //! replaced on the same node with its data, scale-down in reverse keeping the claims, scale-up
-//! reusing them).
+//! reusing them); a DaemonSet following a joining node and rolling an image change; Jobs
+//! (completions/parallelism, backoffLimit, activeDeadlineSeconds); a CronJob on a sped-up
+//! controller clock (Forbid, history, suspend).
 
 #[path = "common/lab.rs"]
 #[allow(dead_code)]
@@ -20,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lab::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// `kubectl get pods -l SELECTOR --watch` as lines `EVENT NAME READY`, collected in order.
 struct PodWatch {
@@ -242,4 +244,272 @@ fn statefulset_with_local_volumes_keeps_identity_and_data() {
         "claims reused"
     );
     assert_eq!(read_in(&lab, "web-2", "/data/ordinal"), "2");
+}
+
+fn get_json(lab: &TestLab, args: &[&str]) -> Value {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&lab.kubectl_ok(&a)).expect("json")
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Pods of `selector` by phase.
+fn phases(lab: &TestLab, selector: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for p in items(&get_json(lab, &["pods", "-l", selector])) {
+        *out.entry(p["status"]["phase"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    out
+}
+
+fn job_yaml(name: &str, spec: &str, command: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n{spec}  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {{name: c, image: \"{IMAGE}\", command: [\"sh\", \"-c\", \"{command}\"]}}\n"
+    )
+}
+
+fn condition(lab: &TestLab, kind: &str, name: &str, ty: &str) -> Option<Value> {
+    let v = get_json(lab, &[kind, name]);
+    v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == ty && c["status"] == "True")
+        .cloned()
+}
+
+#[test]
+fn daemonsets_jobs_and_cronjobs_in_the_lab() {
+    // One cron minute per real second: a CronJob's schedule within the test's time.
+    let Some((lab, _)) = lab_with_env(
+        "workloads",
+        &[],
+        &[("SKIFF_CONTROLLERS__CRONJOB_CLOCK_SPEED", "60")],
+    ) else {
+        return;
+    };
+
+    // DaemonSet: one pod per node, and one on a node that joins.
+    apply(
+        &lab,
+        &format!(
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      containers: [{{name: c, image: \"{IMAGE}\", command: [sleep, \"3600\"]}}]\n"
+        ),
+    );
+    let pods = running_pods(&lab, "app=agent", 3);
+    let nodes: std::collections::BTreeSet<&String> = pods.iter().map(|p| &p.1).collect();
+    assert_eq!(nodes.len(), 3, "{pods:?}");
+    let joined = lab.skiff(&["lab", "join"]);
+    assert!(
+        joined.status.success(),
+        "lab join: {}\n{}",
+        text(&joined),
+        lab.logs()
+    );
+    let pods = running_pods(&lab, "app=agent", 4);
+    assert!(
+        pods.iter().any(|p| p.1 == "n4"),
+        "the joined node runs one: {pods:?}"
+    );
+
+    // An image change rolls out node by node; `kubectl rollout status` follows it.
+    let v2 = IMAGE.replace(":latest", ":v2");
+    let copied = Command::new("nsenter")
+        .args([
+            "--net=/run/netns/skiff-ul",
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--insecure-policy",
+        ])
+        .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(format!("docker://{IMAGE}"))
+        .arg(format!("docker://{v2}"))
+        .output()
+        .expect("skopeo");
+    assert!(copied.status.success(), "tag v2: {}", text(&copied));
+    // From four available pods (an unready old pod would be replaced on top of the budget,
+    // as upstream does).
+    let out = lab.kubectl(
+        "/usr/bin/kubectl",
+        &["rollout", "status", "ds/agent", "--timeout=120s"],
+    );
+    assert!(out.status.success(), "rollout status: {}", text(&out));
+    let watch = PodWatch::start(&lab, "app=agent");
+    lab.kubectl_ok(&["set", "image", "ds/agent", &format!("c={v2}")]);
+    let out = lab.kubectl(
+        "/usr/bin/kubectl",
+        &["rollout", "status", "ds/agent", "--timeout=180s"],
+    );
+    assert!(out.status.success(), "rollout status: {}", text(&out));
+    let pods = items(&get_json(&lab, &["pods", "-l", "app=agent"]));
+    let images: Vec<&str> = pods
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        images.len() == 4 && images.iter().all(|i| *i == v2),
+        "{images:?}"
+    );
+    // maxUnavailable 1: an old pod goes only once the previous node's new pod is Ready.
+    let lines = watch.lines();
+    let deleting: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("DELETED "))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(deleting.len() >= 4, "{lines:?}");
+    for pair in deleting.windows(2) {
+        let ready_between = lines[pair[0]..pair[1]]
+            .iter()
+            .any(|l| l.starts_with("MODIFIED ") && l.ends_with(" True"));
+        assert!(ready_between, "two nodes down at once: {lines:?}");
+    }
+    drop(watch);
+
+    // Jobs: exactly `completions` successes, never more than `parallelism` at once.
+    let watch = PodWatch::start(&lab, "job-name=five");
+    apply(
+        &lab,
+        &job_yaml("five", "  completions: 5\n  parallelism: 2\n", "sleep 1"),
+    );
+    let out = lab.kubectl(
+        "/usr/bin/kubectl",
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/five",
+            "--timeout=180s",
+        ],
+    );
+    assert!(out.status.success(), "job five: {}", text(&out));
+    let by_phase = phases(&lab, "job-name=five");
+    assert_eq!(by_phase.get("Succeeded"), Some(&5), "{by_phase:?}");
+    assert_eq!(by_phase.values().sum::<usize>(), 5, "{by_phase:?}");
+    let mut running = std::collections::BTreeSet::new();
+    for l in watch.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        match (f.first(), f.get(2)) {
+            (Some(&"DELETED"), _) | (_, Some(&"False")) => {
+                running.remove(f[1]);
+            }
+            (_, Some(&"True")) => {
+                running.insert(f[1].to_string());
+            }
+            _ => {}
+        }
+        assert!(running.len() <= 2, "more than 2 ready at once: {running:?}");
+    }
+    drop(watch);
+    // A failing Job stops at its backoffLimit; a slow one at its deadline.
+    apply(&lab, &job_yaml("fail", "  backoffLimit: 1\n", "exit 1"));
+    apply(
+        &lab,
+        &job_yaml("slow", "  activeDeadlineSeconds: 3\n", "sleep 600"),
+    );
+    for (job, reason) in [
+        ("fail", "BackoffLimitExceeded"),
+        ("slow", "DeadlineExceeded"),
+    ] {
+        let out = lab.kubectl(
+            "/usr/bin/kubectl",
+            &[
+                "wait",
+                "--for=condition=failed",
+                &format!("job/{job}"),
+                "--timeout=120s",
+            ],
+        );
+        assert!(out.status.success(), "job {job}: {}", text(&out));
+        let c = condition(&lab, "job", job, "Failed").expect("Failed");
+        assert_eq!(c["reason"], reason, "{c}");
+    }
+    assert_eq!(phases(&lab, "job-name=fail").get("Failed"), Some(&2));
+    wait_for(
+        "the slow Job's pod stopped",
+        Duration::from_secs(60),
+        || !phases(&lab, "job-name=slow").contains_key("Running"),
+    );
+
+    // CronJob every (sped-up) minute, Forbid: runs on schedule, never two at once, keeps two
+    // finished Jobs; suspended, it starts no more.
+    apply(
+        &lab,
+        &format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: tick}}\nspec:\n  schedule: \"*/1 * * * *\"\n  concurrencyPolicy: Forbid\n  successfulJobsHistoryLimit: 2\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: c, image: \"{IMAGE}\", command: [sh, -c, \"sleep 2\"]}}]\n"
+        ),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for("4 runs of the CronJob", Duration::from_secs(120), || {
+        let jobs = items(&get_json(&lab, &["jobs"]));
+        let mine: Vec<&Value> = jobs
+            .iter()
+            .filter(|j| {
+                j["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("tick-"))
+            })
+            .collect();
+        let active = mine
+            .iter()
+            .filter(|j| {
+                j["status"]["completionTime"].is_null() && j["status"]["conditions"].is_null()
+            })
+            .count();
+        assert!(active <= 1, "Forbid: {active} Jobs active");
+        let done = mine
+            .iter()
+            .filter(|j| !j["status"]["completionTime"].is_null())
+            .count();
+        assert!(done <= 3, "history limit 2 not kept: {done} finished");
+        seen.extend(
+            mine.iter()
+                .filter_map(|j| j["metadata"]["name"].as_str().map(String::from)),
+        );
+        seen.len() >= 4
+    });
+    let cj = get_json(&lab, &["cronjob", "tick"]);
+    assert!(!cj["status"]["lastScheduleTime"].is_null(), "{cj}");
+    wait_for("two finished Jobs kept", Duration::from_secs(60), || {
+        items(&get_json(&lab, &["jobs"]))
+            .iter()
+            .filter(|j| {
+                j["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("tick-"))
+            })
+            .filter(|j| !j["status"]["completionTime"].is_null())
+            .count()
+            == 2
+    });
+    lab.kubectl_ok(&[
+        "patch",
+        "cronjob",
+        "tick",
+        "-p",
+        &json!({"spec": {"suspend": true}}).to_string(),
+    ]);
+    // Anything created more than 2 s (2 cron hours) after the suspension is a violation.
+    let cutoff = jiff::Timestamp::now().as_second() + 2;
+    let quiet = std::time::Instant::now() + Duration::from_secs(8);
+    while std::time::Instant::now() < quiet {
+        let late: Vec<String> = items(&get_json(&lab, &["jobs"]))
+            .iter()
+            .filter(|j| {
+                j["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .is_some_and(|t| t.as_second() > cutoff)
+            })
+            .filter_map(|j| j["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        assert!(late.is_empty(), "Jobs started while suspended: {late:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

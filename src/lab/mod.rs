@@ -8,6 +8,7 @@
 mod down;
 mod forward;
 mod image;
+mod join;
 mod kubeconfig;
 mod netns;
 mod plan;
@@ -44,6 +45,8 @@ pub enum LabCommand {
     /// Create the namespaces, start one `skiff server` per node, the registry and the
     /// forwarder, write the kubeconfig and wait until every node is Ready.
     Up(UpArgs),
+    /// Add a worker node (a `skiff agent`, no control plane) to the running lab.
+    Join(JoinArgs),
     /// Stop everything and remove the namespaces, links, mounts, files and kubeconfig context.
     Down(DirArgs),
     /// Nodes, leader and endpoints of the running lab.
@@ -84,9 +87,22 @@ pub struct UpArgs {
     pub timeout_seconds: u64,
 }
 
+#[derive(Args, Clone)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// How long to wait for the new node to be Ready.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_seconds: u64,
+}
+
 pub fn run(cmd: LabCommand) -> Result<(), LabError> {
     match cmd {
         LabCommand::Up(a) => up::run(&a),
+        LabCommand::Join(a) => join::run(
+            &a.dir.dir,
+            std::time::Duration::from_secs(a.timeout_seconds),
+        ),
         LabCommand::Down(a) => down::run(&a.dir),
         LabCommand::Status(a) => status::status(&a.dir),
         LabCommand::Env(a) => status::env(&a.dir),

@@ -64,20 +64,29 @@ impl Plan {
     }
 
     /// Node K's config: the same keys a real host's /etc/skiff/config.toml has, with the lab's
-    /// short heartbeats and eviction timeouts so failures show within seconds.
+    /// short heartbeats and eviction timeouts so failures show within seconds. Nodes beyond
+    /// the plan's (joined with `skiff lab join`) are agents: no Raft or API keys.
     pub fn node_config(&self, k: usize, dir: &Path) -> String {
         let ip = underlay_ip(k);
         let members: Vec<String> = self
             .indices()
             .map(|m| format!("\"{}={}:2380\"", node_name(m), underlay_ip(m)))
             .collect();
+        let control_plane = if self.indices().contains(&k) {
+            format!(
+                "initial_cluster = [{}]\n\
+                 peer_listen_addr = \"{ip}:2380\"\n\
+                 api_addr = \"0.0.0.0:{API_PORT}\"\n",
+                members.join(", ")
+            )
+        } else {
+            String::new()
+        };
         format!(
             "node_name = \"{name}\"\n\
              data_dir = \"{data}\"\n\
-             initial_cluster = [{members}]\n\
-             peer_listen_addr = \"{ip}:2380\"\n\
+             {control_plane}\
              http_listen_addr = \"0.0.0.0:{NODE_METRICS_PORT}\"\n\
-             api_addr = \"0.0.0.0:{API_PORT}\"\n\
              [controllers]\n\
              node_monitor_grace_seconds = 8\n\
              default_toleration_seconds = 5\n\
@@ -95,7 +104,6 @@ impl Plan {
             name = node_name(k),
             data = node_dir(dir, k).join("data").display(),
             run = node_dir(dir, k).join("run").display(),
-            members = members.join(", "),
             backend = self.backend,
         )
     }

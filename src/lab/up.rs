@@ -108,7 +108,8 @@ pub fn run(args: &UpArgs) -> Result<(), LabError> {
         "skiff lab: {} servers started, waiting for the nodes",
         plan.nodes
     );
-    wait_ready(&plan, Duration::from_secs(args.timeout_seconds)).map_err(|e| {
+    let names: Vec<String> = plan.indices().map(plan::node_name).collect();
+    wait_ready(&names, Duration::from_secs(args.timeout_seconds)).map_err(|e| {
         LabError::NotReady(format!(
             "{e}; logs in {}/n*/server.log; `skiff lab down` removes the lab",
             dir.display()
@@ -164,51 +165,15 @@ fn build(dir: &Path, st: &mut LabState) -> Result<(), LabError> {
     ])?;
     ip(&["-n", UNDERLAY_NS, "link", "set", BRIDGE, "up"])?;
     for k in plan.indices() {
-        let ns = plan::node_ns(k);
-        let port = plan::node_name(k);
-        netns::add(&ns)?;
-        ip(&[
-            "-n",
-            UNDERLAY_NS,
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &ns,
-        ])?;
-        ip(&[
-            "-n",
-            UNDERLAY_NS,
-            "link",
-            "set",
-            &port,
-            "master",
-            BRIDGE,
-            "up",
-        ])?;
-        let cidr = format!("{}/24", plan::underlay_ip(k));
-        ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        add_node_namespace(k)?;
     }
     let pid = image::start_registry(dir)?;
     record(dir, st, "registry", pid)?;
     image::preload(dir)?;
-    let exe = std::env::current_exe()?;
     for k in plan.indices() {
-        let ndir = plan::node_dir(dir, k);
-        std::fs::create_dir_all(&ndir)?;
-        let cfg = ndir.join("config.toml");
-        std::fs::write(&cfg, plan.node_config(k, dir))?;
-        let mut cmd = Command::new(&exe);
-        cmd.arg("server").arg("--config").arg(&cfg);
-        let pid = netns::spawn(Some(&plan::node_ns(k)), cmd, &ndir.join("server.log"))?;
-        record(dir, st, &plan::node_name(k), pid)?;
+        start_node(dir, st, k, None)?;
     }
+    let exe = std::env::current_exe()?;
     let mut cmd = Command::new(&exe);
     cmd.args(["lab", "forward", "--dir"]).arg(dir);
     let pid = netns::spawn(None, cmd, &dir.join("forward.log"))?;
@@ -227,13 +192,71 @@ fn build(dir: &Path, st: &mut LabState) -> Result<(), LabError> {
     Ok(())
 }
 
+/// Namespace `skiff-nK` with `eth0` at 10.90.0.(10+K)/24, its peer on the underlay bridge.
+pub(super) fn add_node_namespace(k: usize) -> Result<(), LabError> {
+    let ns = plan::node_ns(k);
+    let port = plan::node_name(k);
+    netns::add(&ns)?;
+    ip(&[
+        "-n",
+        UNDERLAY_NS,
+        "link",
+        "add",
+        &port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &ns,
+    ])?;
+    ip(&[
+        "-n",
+        UNDERLAY_NS,
+        "link",
+        "set",
+        &port,
+        "master",
+        BRIDGE,
+        "up",
+    ])?;
+    let cidr = format!("{}/24", plan::underlay_ip(k));
+    ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+    ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
+/// Node K's `skiff server`, or with `agent_of` (an API URL) its `skiff agent`, in its
+/// namespace, logging to `DIR/nK/server.log`.
+pub(super) fn start_node(
+    dir: &Path,
+    st: &mut LabState,
+    k: usize,
+    agent_of: Option<&str>,
+) -> Result<(), LabError> {
+    let ndir = plan::node_dir(dir, k);
+    std::fs::create_dir_all(&ndir)?;
+    let cfg = ndir.join("config.toml");
+    std::fs::write(&cfg, st.plan.node_config(k, dir))?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    match agent_of {
+        None => cmd.arg("server"),
+        Some(api) => cmd.args(["agent", "--server", api]),
+    };
+    cmd.arg("--config").arg(&cfg);
+    let pid = netns::spawn(Some(&plan::node_ns(k)), cmd, &ndir.join("server.log"))?;
+    record(dir, st, &plan::node_name(k), pid)
+}
+
 fn record(dir: &Path, st: &mut LabState, role: &str, pid: u32) -> Result<(), LabError> {
     st.processes.push((role.to_string(), pid));
     state::save(dir, st)
 }
 
-/// Polls the API through the forwarder until every node is Ready, printing progress.
-fn wait_ready(plan: &Plan, timeout: Duration) -> Result<(), LabError> {
+/// Polls the API through the forwarder until the nodes `names` are Ready, printing progress.
+pub(super) fn wait_ready(names: &[String], timeout: Duration) -> Result<(), LabError> {
+    let want = names.len();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -252,25 +275,24 @@ fn wait_ready(plan: &Plan, timeout: Duration) -> Result<(), LabError> {
                 Ok(list) => list
                     .items
                     .iter()
+                    .filter(|n| n.metadata.name.as_ref().is_some_and(|m| names.contains(m)))
                     .filter(|n| crate::controllers::pods::node_ready(n))
                     .count(),
                 Err(_) => 0,
             };
             if last != Some(ready) {
                 println!(
-                    "  {ready}/{} nodes Ready ({:.0} s)",
-                    plan.nodes,
+                    "  {ready}/{want} nodes Ready ({:.0} s)",
                     start.elapsed().as_secs_f64()
                 );
                 last = Some(ready);
             }
-            if ready >= plan.nodes {
+            if ready >= want {
                 return Ok(());
             }
             if start.elapsed() > timeout {
                 return Err(LabError::NotReady(format!(
-                    "only {ready}/{} nodes Ready after {} s",
-                    plan.nodes,
+                    "only {ready}/{want} nodes Ready after {} s",
                     timeout.as_secs()
                 )));
             }

@@ -31,6 +31,9 @@ pub fn text(out: &Output) -> String {
 pub struct TestLab {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+    /// Environment of `skiff` runs (config overrides such as `SKIFF_CONTROLLERS__...` reach
+    /// the lab's servers through `lab up`).
+    pub env: Vec<(String, String)>,
     /// Held until the lab is down: one lab at a time (its namespaces and ports are fixed).
     _one: std::sync::MutexGuard<'static, ()>,
 }
@@ -43,6 +46,7 @@ impl TestLab {
     pub fn skiff(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("SKIFF_LAB_DIR", self.lab_dir())
             .output()
             .expect("run skiff")
@@ -97,14 +101,23 @@ pub const OTHER_CONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name:
 /// For `test`, a lab that `skiff lab up EXTRA` started (the test fails with the logs
 /// otherwise) and `up`'s output; `None` when the test is skipped (not root).
 pub fn lab_for(test: &str, extra: &[&str]) -> Option<(TestLab, String)> {
+    lab_with_env(test, extra, &[])
+}
+
+/// `lab_for` with `env` set for `skiff lab up` (and so for the lab's servers).
+pub fn lab_with_env(test: &str, extra: &[&str], env: &[(&str, &str)]) -> Option<(TestLab, String)> {
     if !crate::node_host::root_or_skip(test) {
         return None;
     }
-    Some(started_lab(extra))
+    Some(started_lab(extra, env))
 }
 
-fn started_lab(extra: &[&str]) -> (TestLab, String) {
-    let lab = new_lab();
+fn started_lab(extra: &[&str], env: &[(&str, &str)]) -> (TestLab, String) {
+    let mut lab = new_lab();
+    lab.env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let out = lab.up(extra);
     assert!(
         out.status.success(),
@@ -141,6 +154,7 @@ pub fn new_lab() -> TestLab {
     TestLab {
         dir,
         kubeconfig,
+        env: Vec::new(),
         _one: LAB.lock().unwrap_or_else(|e| e.into_inner()),
     }
 }
