@@ -5,14 +5,18 @@
 
 #[path = "common/fake_nodes.rs"]
 mod fake_nodes;
+#[path = "common/poll.rs"]
+#[allow(dead_code)]
+mod poll;
 #[path = "common/servers.rs"]
 #[allow(dead_code)]
 mod servers;
 
+use poll::until;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fake_nodes::FakeNodes;
 use futures_util::StreamExt;
@@ -143,19 +147,6 @@ fn merge(into: &mut Value, from: Value) {
         for (k, v) in b {
             a.insert(k, v);
         }
-    }
-}
-
-/// Polls `check` every 100 ms until it returns true or `within` passes.
-async fn until<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -11,10 +11,14 @@
 
 #[path = "common/fake_nodes.rs"]
 mod fake_nodes;
+#[path = "common/poll.rs"]
+#[allow(dead_code)]
+mod poll;
 #[path = "common/servers.rs"]
 #[allow(dead_code)]
 mod servers;
 
+use poll::{poll, until};
 use std::collections::{BTreeSet, HashSet};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -143,35 +147,6 @@ async fn finish(client: &Client, p: &Pod, ok: bool) {
     api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Merge(patch))
         .await
         .expect("finish pod");
-}
-
-/// Polls `check` every 100 ms until it returns true or `within` passes.
-async fn until<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Polls `check` every 100 ms until it yields a value or `within` passes.
-async fn poll<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 impl Env {

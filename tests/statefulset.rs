@@ -5,14 +5,18 @@
 
 #[path = "common/fake_nodes.rs"]
 mod fake_nodes;
+#[path = "common/poll.rs"]
+#[allow(dead_code)]
+mod poll;
 #[path = "common/servers.rs"]
 #[allow(dead_code)]
 mod servers;
 
+use poll::until;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fake_nodes::FakeNodes;
 use futures_util::StreamExt;
@@ -23,19 +27,6 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use servers::Servers;
-
-/// Polls `check` every 100 ms until it returns true or `within` passes.
-async fn until<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn ready(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()

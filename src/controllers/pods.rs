@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
 /// The controlling owner reference, if any.
@@ -25,6 +25,27 @@ pub fn owner_ref(api_version: &str, kind: &str, meta: &ObjectMeta) -> OwnerRefer
         uid: meta.uid.clone().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: Some(true),
+    }
+}
+
+/// A pod of `template` in `namespace`, controlled by `owner`; the caller names it.
+pub fn from_template(
+    template: &PodTemplateSpec,
+    owner: OwnerReference,
+    namespace: Option<String>,
+) -> Pod {
+    let tm = template.metadata.clone().unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            namespace,
+            labels: tm.labels,
+            annotations: tm.annotations,
+            finalizers: tm.finalizers,
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
     }
 }
 

@@ -24,9 +24,6 @@ use super::shared::Shared;
 /// Label on revisions and pods: which revision they were made from.
 pub const HASH_LABEL: &str = "controller-revision-hash";
 
-/// Upstream's SafeEncodeString alphabet (no vowels, no look-alikes).
-const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
 /// The owner of a revision history.
 pub struct Owner<'a> {
     /// `DaemonSet` or `StatefulSet` (group `apps/v1`).
@@ -51,24 +48,8 @@ impl Owner<'_> {
     }
 }
 
-/// FNV-1a of the template (and the collision count), encoded like upstream's ComputeHash.
-pub fn template_hash(t: &PodTemplateSpec, collisions: Option<i32>) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u32::from(*b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-    };
-    feed(serde_json::to_string(t).unwrap_or_default().as_bytes());
-    if let Some(c) = collisions {
-        feed(c.to_string().as_bytes());
-    }
-    h.to_string()
-        .bytes()
-        .map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char)
-        .collect()
-}
+/// Revisions are told apart as Deployments tell their ReplicaSets apart.
+pub(crate) use super::deployment::template_hash;
 
 /// `<owner>-<hash>`, the prefix cut so the name stays a valid object name.
 pub fn revision_name(owner: &str, hash: &str) -> String {
@@ -325,7 +306,6 @@ mod tests {
         assert_ne!(template_hash(&a, None), template_hash(&b, None));
         assert_ne!(template_hash(&a, None), template_hash(&a, Some(1)));
         let h = template_hash(&a, None);
-        assert!(h.bytes().all(|c| ALPHABET.contains(&c)));
         assert_eq!(revision_name("agent", &h), format!("agent-{h}"));
         assert_eq!(revision_name(&"x".repeat(300), "h").len(), 225);
     }

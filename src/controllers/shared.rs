@@ -71,6 +71,19 @@ impl Shared {
             .collect()
     }
 
+    /// Cached pods in `ns` whose controller is the object with `uid`.
+    pub fn pods_controlled_by(&self, ns: Option<&str>, uid: &str) -> Vec<Arc<Pod>> {
+        self.pods
+            .store
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.metadata.namespace.as_deref() == ns
+                    && super::pods::controlled_by(&p.metadata, uid)
+            })
+            .collect()
+    }
+
     /// Names of the cached nodes (the keys of node controllers).
     pub fn node_names(&self) -> Vec<String> {
         self.nodes

@@ -1,6 +1,10 @@
 //! Filters: can this pod run on this node? Each failing filter gives upstream's reason text.
 
-use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, Pod, Taint, Toleration};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    NodeSelector, NodeSelectorRequirement, Pod, PodSpec, Taint, Toleration,
+};
 
 use super::cache::{NodeInfo, PodFacts, Usage};
 
@@ -52,7 +56,11 @@ pub fn fits(
             "node(s) didn't match Pod's node affinity/selector".into()
         ]);
     }
-    if !facts.volume_nodes.iter().all(|s| selector_matches(s, node)) {
+    if !facts
+        .volume_nodes
+        .iter()
+        .all(|s| selector_matches(s, &node.labels, &node.name))
+    {
         return Err(vec!["node(s) had volume node affinity conflict".into()]);
     }
     if facts
@@ -138,11 +146,17 @@ fn requirement(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
 }
 
 fn matches_affinity(pod: &Pod, node: &NodeInfo) -> bool {
-    let Some(spec) = pod.spec.as_ref() else {
-        return true;
-    };
+    pod.spec
+        .as_ref()
+        .is_none_or(|spec| node_matches(spec, &node.labels, &node.name))
+}
+
+/// `nodeSelector` and required node affinity of `spec` against a node's labels and name
+/// (terms ORed, requirements ANDed; `metadata.name` is the only field; an empty term matches
+/// nothing). Also the DaemonSet controller's test of which nodes run a daemon pod.
+pub fn node_matches(spec: &PodSpec, labels: &BTreeMap<String, String>, name: &str) -> bool {
     if let Some(selector) = &spec.node_selector {
-        if !selector.iter().all(|(k, v)| node.labels.get(k) == Some(v)) {
+        if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
             return false;
         }
     }
@@ -154,23 +168,27 @@ fn matches_affinity(pod: &Pod, node: &NodeInfo) -> bool {
             na.required_during_scheduling_ignored_during_execution
                 .as_ref()
         });
-    required.is_none_or(|r| selector_matches(r, node))
+    required.is_none_or(|r| selector_matches(r, labels, name))
 }
 
 /// Any of the selector's terms matches the node (a term: all its requirements).
-fn selector_matches(required: &NodeSelector, node: &NodeInfo) -> bool {
-    let name = &node.name;
+fn selector_matches(
+    required: &NodeSelector,
+    labels: &BTreeMap<String, String>,
+    name: &str,
+) -> bool {
+    let name = name.to_string();
     required.node_selector_terms.iter().any(|term| {
         let exprs = term
             .match_expressions
             .iter()
             .flatten()
-            .all(|r| requirement(r, node.labels.get(&r.key)));
+            .all(|r| requirement(r, labels.get(&r.key)));
         let fields = term
             .match_fields
             .iter()
             .flatten()
-            .all(|r| r.key == "metadata.name" && requirement(r, Some(name)));
+            .all(|r| r.key == "metadata.name" && requirement(r, Some(&name)));
         let empty = term.match_expressions.as_ref().is_none_or(|e| e.is_empty())
             && term.match_fields.as_ref().is_none_or(|f| f.is_empty());
         !empty && exprs && fields

@@ -1,10 +1,10 @@
 //! Which nodes should run a daemon pod (upstream's NodeShouldRunDaemonPod), the node a daemon
 //! pod is meant for, and the tolerations every daemon pod gets.
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, PodSpec, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, Taint, Toleration};
 use kube::ResourceExt;
 
-use crate::scheduler::filter::toleration_matches;
+use crate::scheduler::filter::{node_matches, toleration_matches};
 
 /// Taints daemon pods tolerate whatever their template says (upstream's
 /// AddOrUpdateDaemonPodTolerations), so node trouble never evicts or blocks them.
@@ -53,56 +53,9 @@ pub fn add_daemon_tolerations(spec: &mut PodSpec) {
     }
 }
 
-fn requirement(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let have = value.and_then(|v| v.parse::<i64>().ok());
-            let want = values.first().and_then(|v| v.parse::<i64>().ok());
-            match (have, want) {
-                (Some(h), Some(w)) if r.operator == "Gt" => h > w,
-                (Some(h), Some(w)) => h < w,
-                _ => false,
-            }
-        }
-        _ => false,
-    }
-}
-
-/// `nodeSelector` and required node affinity (terms ORed, requirements ANDed; only
-/// `metadata.name` is a field; an empty term matches nothing).
+/// `nodeSelector` and required node affinity, as the scheduler reads them.
 pub fn fits_affinity(spec: &PodSpec, node: &Node) -> bool {
-    let labels = node.labels();
-    if let Some(sel) = &spec.node_selector {
-        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            return false;
-        }
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    let Some(required) = required else {
-        return true;
-    };
-    let name = node.name_any();
-    required.node_selector_terms.iter().any(|term| {
-        let exprs = term.match_expressions.as_deref().unwrap_or_default();
-        let fields = term.match_fields.as_deref().unwrap_or_default();
-        !(exprs.is_empty() && fields.is_empty())
-            && exprs.iter().all(|r| requirement(r, labels.get(&r.key)))
-            && fields
-                .iter()
-                .all(|r| r.key == "metadata.name" && requirement(r, Some(&name)))
-    })
+    node_matches(spec, node.labels(), &node.name_any())
 }
 
 fn untolerated(taints: &[Taint], tolerations: &[Toleration], effects: &[&str]) -> bool {

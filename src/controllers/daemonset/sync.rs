@@ -1,18 +1,15 @@
 //! One DaemonSet reconcile (upstream's syncDaemonSet): current revision, then per-node pods
 //! (manage), then the rolling update once nothing is in flight, history pruning, status.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use tracing::debug;
 
 use super::template::pod_template;
 use super::view::View;
 use super::{actions, manage, rolling, status, DaemonSetController};
-use crate::controllers::pods::controlled_by;
 use crate::controllers::revisions::{self, Owner};
 use crate::controllers::runtime::{split, ReconcileResult};
 use crate::controllers::shared::obj_ref;
@@ -40,15 +37,9 @@ pub async fn sync(c: &DaemonSetController, key: &str) -> ReconcileResult {
     if ds.metadata.deletion_timestamp.is_some() {
         return Ok(None);
     }
-    let uid = ds.uid().unwrap_or_default();
-    let pods: Vec<Arc<Pod>> = c
+    let pods = c
         .shared
-        .pods
-        .store
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == ns && controlled_by(&p.metadata, &uid))
-        .collect();
+        .pods_controlled_by(ns, &ds.uid().unwrap_or_default());
     let spec = ds.spec.clone().unwrap_or_default();
     let owner = Owner {
         kind: "DaemonSet",

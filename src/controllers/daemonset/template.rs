@@ -7,11 +7,10 @@ use k8s_openapi::api::core::v1::{
     Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodTemplateSpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use super::eligible::add_daemon_tolerations;
-use crate::controllers::pods::owner_ref;
+use crate::controllers::pods::{from_template, owner_ref};
 use crate::controllers::revisions::HASH_LABEL;
 
 /// Set on DaemonSets by upstream's API server; pods then carry it as a label.
@@ -60,22 +59,12 @@ pub fn pin_to_node(affinity: Option<Affinity>, node: &str) -> Affinity {
 }
 
 pub fn pod_for(ds: &DaemonSet, template: &PodTemplateSpec, node: &str) -> Pod {
-    let tm = template.metadata.clone().unwrap_or_default();
-    let mut spec = template.spec.clone().unwrap_or_default();
+    let owner = owner_ref("apps/v1", "DaemonSet", &ds.metadata);
+    let mut pod = from_template(template, owner, ds.namespace());
+    pod.metadata.generate_name = Some(format!("{}-", ds.name_any()));
+    let spec = pod.spec.get_or_insert_with(Default::default);
     spec.affinity = Some(pin_to_node(spec.affinity.take(), node));
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", ds.name_any())),
-            namespace: ds.namespace(),
-            labels: tm.labels,
-            annotations: tm.annotations,
-            finalizers: tm.finalizers,
-            owner_references: Some(vec![owner_ref("apps/v1", "DaemonSet", &ds.metadata)]),
-            ..Default::default()
-        },
-        spec: Some(spec),
-        status: None,
-    }
+    pod
 }
 
 #[cfg(test)]

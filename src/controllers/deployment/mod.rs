@@ -9,6 +9,8 @@ mod rolling;
 mod scale;
 mod sync;
 
+pub(crate) use replicasets::template_hash;
+
 use std::rc::Rc;
 use std::sync::Arc;
 

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use super::backoff::phase;
 use super::status::{self as js, has_condition, set_condition};
 use super::{backoff, indexed, manage, ttl, JobController};
-use crate::controllers::pods::{self, controlled_by, is_active};
+use crate::controllers::pods::{self, is_active};
 use crate::controllers::runtime::{split, ReconcileResult};
 use crate::controllers::shared::obj_ref;
 
@@ -50,15 +50,9 @@ pub async fn sync(c: &JobController, key: &str) -> ReconcileResult {
         }
         return Ok(None);
     }
-    let uid = job.uid().unwrap_or_default();
-    let all: Vec<Arc<Pod>> = c
+    let all = c
         .shared
-        .pods
-        .store
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == ns && controlled_by(&p.metadata, &uid))
-        .collect();
+        .pods_controlled_by(ns, &job.uid().unwrap_or_default());
     let active: Vec<Arc<Pod>> = all.iter().filter(|p| is_active(p)).cloned().collect();
     let terminating = all
         .iter()

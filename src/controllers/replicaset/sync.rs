@@ -7,13 +7,12 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::ResourceExt;
 
 use super::status;
 use super::ReplicaSetController;
-use crate::controllers::pods::{self, controlled_by, is_active, owner_ref};
+use crate::controllers::pods::{self, is_active, owner_ref};
 use crate::controllers::runtime::{split, ReconcileError, ReconcileResult};
 use crate::controllers::shared::obj_ref;
 
@@ -31,15 +30,9 @@ pub async fn sync(c: &ReplicaSetController, key: &str) -> ReconcileResult {
         c.expectations.borrow_mut().forget(key);
         return Ok(None);
     };
-    let uid = rs.uid().unwrap_or_default();
-    let pods: Vec<Arc<Pod>> = c
+    let pods = c
         .shared
-        .pods
-        .store
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == ns && controlled_by(&p.metadata, &uid))
-        .collect();
+        .pods_controlled_by(ns, &rs.uid().unwrap_or_default());
     let active: Vec<Arc<Pod>> = pods.iter().filter(|p| is_active(p)).cloned().collect();
     let wait = c.expectations.borrow_mut().wait(key);
     if wait.is_none() && rs.metadata.deletion_timestamp.is_none() {
@@ -68,20 +61,10 @@ fn pod_from_template(rs: &ReplicaSet) -> Result<Pod, ReconcileError> {
         .as_ref()
         .map(|s| s.template.clone().unwrap_or_default())
         .ok_or_else(|| ReconcileError::Other("ReplicaSet without spec".into()))?;
-    let tm = template.metadata.unwrap_or_default();
-    Ok(Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", rs.name_any())),
-            namespace: rs.namespace(),
-            labels: tm.labels,
-            annotations: tm.annotations,
-            finalizers: tm.finalizers,
-            owner_references: Some(vec![owner_ref("apps/v1", "ReplicaSet", &rs.metadata)]),
-            ..Default::default()
-        },
-        spec: template.spec,
-        status: None,
-    })
+    let owner = owner_ref("apps/v1", "ReplicaSet", &rs.metadata);
+    let mut pod = pods::from_template(&template, owner, rs.namespace());
+    pod.metadata.generate_name = Some(format!("{}-", rs.name_any()));
+    Ok(pod)
 }
 
 /// Creates `count` pods in slow-start batches (1, 2, 4, ...), stopping at the first failure

@@ -3,10 +3,9 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
-use crate::controllers::pods::owner_ref;
+use crate::controllers::pods::{from_template, owner_ref};
 use crate::controllers::revisions::HASH_LABEL;
 
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -43,12 +42,14 @@ pub fn claim_name(template: &str, set: &str, ordinal: i32) -> String {
 /// The pod for `ordinal` from `template` (of revision `revision`).
 pub fn pod_for(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, ordinal: i32) -> Pod {
     let name = pod_name(&set.name_any(), ordinal);
-    let tm = template.metadata.clone().unwrap_or_default();
-    let mut labels = tm.labels.unwrap_or_default();
+    let owner = owner_ref("apps/v1", "StatefulSet", &set.metadata);
+    let mut pod = from_template(template, owner, set.namespace());
+    pod.metadata.name = Some(name.clone());
+    let labels = pod.metadata.labels.get_or_insert_with(Default::default);
     labels.insert(POD_NAME_LABEL.into(), name.clone());
     labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
     labels.insert(HASH_LABEL.into(), revision.into());
-    let mut spec = template.spec.clone().unwrap_or_default();
+    let spec = pod.spec.get_or_insert_with(Default::default);
     spec.hostname = Some(name.clone());
     if let Some(svc) = set
         .spec
@@ -76,19 +77,7 @@ pub fn pod_for(set: &StatefulSet, template: &PodTemplateSpec, revision: &str, or
         });
     }
     spec.volumes = (!volumes.is_empty()).then_some(volumes);
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: set.namespace(),
-            labels: Some(labels),
-            annotations: tm.annotations,
-            finalizers: tm.finalizers,
-            owner_references: Some(vec![owner_ref("apps/v1", "StatefulSet", &set.metadata)]),
-            ..Default::default()
-        },
-        spec: Some(spec),
-        status: None,
-    }
+    pod
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 
 use super::identity::{ordinal, pod_for, start};
 use super::{claims, status};
-use crate::controllers::pods::{controlled_by, is_ready};
+use crate::controllers::pods::is_ready;
 use crate::controllers::revisions::{self, Owner, HASH_LABEL};
 use crate::controllers::runtime::{split, ReconcileError, ReconcileResult};
 use crate::controllers::shared::{obj_ref, Shared};
@@ -55,14 +55,7 @@ pub async fn sync(shared: &Shared, key: &str) -> ReconcileResult {
         return Ok(None);
     };
     let spec = set.spec.clone().unwrap_or_default();
-    let uid = set.uid().unwrap_or_default();
-    let pods: Vec<Arc<Pod>> = shared
-        .pods
-        .store
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == ns && controlled_by(&p.metadata, &uid))
-        .collect();
+    let pods = shared.pods_controlled_by(ns, &set.uid().unwrap_or_default());
     let owner = Owner {
         kind: "StatefulSet",
         meta: &set.metadata,
