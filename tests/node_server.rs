@@ -455,8 +455,9 @@ async fn exec_with_a_terminal_applies_resizes() {
                 "sh",
                 "-c",
                 // runc copies the size to the container's terminal on SIGWINCH, a moment
-                // after the resize: poll for it (at most 5 s).
-                "read line; i=0; until stty size 2>/dev/null; do i=$((i+1)); [ $i -gt 50 ] && break; sleep 0.1; done; test -t 0 && echo tty:$line",
+                // after the resize: poll for it (at most 5 s). busybox `stty size` exits 0
+                // without output while the terminal has no size yet.
+                "read line; i=0; until s=$(stty size 2>/dev/null) && [ -n \"$s\" ]; do i=$((i+1)); [ $i -gt 50 ] && break; sleep 0.1; done; echo $s; test -t 0 && echo tty:$line",
             ],
             "stdin=1&stdout=1&tty=1",
         ),

@@ -98,6 +98,8 @@ spec:
   template:
     metadata: {{labels: {{app: web}}}}
     spec:
+      # sleep as PID 1 ignores SIGTERM: no reason to wait 30 s for it on every deletion.
+      terminationGracePeriodSeconds: 1
       containers:
       - name: c
         image: {IMAGE}
@@ -244,6 +246,60 @@ fn statefulset_with_local_volumes_keeps_identity_and_data() {
         "claims reused"
     );
     assert_eq!(read_in(&lab, "web-2", "/data/ordinal"), "2");
+
+    // Reclaim: with the set gone, deleting a claim of the (Delete) local-path class removes
+    // its volume and directory; a class with Retain keeps both.
+    let volume_of = |claim: &str| -> (String, String) {
+        let pvc = get_json(&lab, &["pvc", claim]);
+        let pv_name = pvc["spec"]["volumeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let pv = get_json(&lab, &["pv", &pv_name]);
+        let dir = pv["spec"]["hostPath"]["path"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (pv_name, dir)
+    };
+    let (pv2, dir2) = volume_of("data-web-2");
+    assert!(
+        std::path::Path::new(&dir2).join("ordinal").is_file(),
+        "{dir2}"
+    );
+    lab.kubectl_ok(&["delete", "statefulset", "web"]);
+    lab.kubectl_ok(&["delete", "pvc", "data-web-2", "--wait=false"]);
+    wait_for(
+        "the released volume deleted",
+        Duration::from_secs(60),
+        || {
+            !lab.kubectl_ok(&["get", "pv", "-o", "name"]).contains(&pv2)
+                && !std::path::Path::new(&dir2).exists()
+        },
+    );
+    apply(
+        &lab,
+        &format!(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: keep}}\nprovisioner: skiff.io/local-path\nreclaimPolicy: Retain\nvolumeBindingMode: WaitForFirstConsumer\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: kept}}\nspec: {{storageClassName: keep, accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Mi}}}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: writer, labels: {{app: writer}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: \"{IMAGE}\", command: [sh, -c, \"echo kept > /data/f; exec sleep 3600\"], volumeMounts: [{{name: d, mountPath: /data}}]}}]\n  volumes: [{{name: d, persistentVolumeClaim: {{claimName: kept}}}}]\n"
+        ),
+    );
+    let _ = running_pods(&lab, "app=writer", 1);
+    let (pv_kept, dir_kept) = volume_of("kept");
+    wait_for("the writer's file", Duration::from_secs(30), || {
+        std::fs::read_to_string(std::path::Path::new(&dir_kept).join("f"))
+            .is_ok_and(|t| t == "kept\n")
+    });
+    lab.kubectl_ok(&["delete", "pod", "writer"]);
+    lab.kubectl_ok(&["delete", "pvc", "kept"]);
+    wait_for(
+        "the retained volume Released",
+        Duration::from_secs(60),
+        || get_json(&lab, &["pv", &pv_kept])["status"]["phase"] == "Released",
+    );
+    assert!(
+        std::path::Path::new(&dir_kept).join("f").is_file(),
+        "Retain keeps the data"
+    );
 }
 
 fn get_json(lab: &TestLab, args: &[&str]) -> Value {
@@ -269,7 +325,7 @@ fn phases(lab: &TestLab, selector: &str) -> BTreeMap<String, usize> {
 
 fn job_yaml(name: &str, spec: &str, command: &str) -> String {
     format!(
-        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n{spec}  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {{name: c, image: \"{IMAGE}\", command: [\"sh\", \"-c\", \"{command}\"]}}\n"
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n{spec}  template:\n    spec:\n      restartPolicy: Never\n      terminationGracePeriodSeconds: 1\n      containers:\n      - {{name: c, image: \"{IMAGE}\", command: [\"sh\", \"-c\", \"{command}\"]}}\n"
     )
 }
 
@@ -297,7 +353,7 @@ fn daemonsets_jobs_and_cronjobs_in_the_lab() {
     apply(
         &lab,
         &format!(
-            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      containers: [{{name: c, image: \"{IMAGE}\", command: [sleep, \"3600\"]}}]\n"
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: c, image: \"{IMAGE}\", command: [sleep, \"3600\"]}}]\n"
         ),
     );
     let pods = running_pods(&lab, "app=agent", 3);

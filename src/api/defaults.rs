@@ -150,6 +150,23 @@ pub fn pod_tolerations(obj: &mut Value, seconds: u64) {
     }
 }
 
+/// Upstream's storage object in use protection: a claim goes only once no pod uses it (the
+/// volume controller removes the finalizer).
+pub const CLAIM_PROTECTION: &str = "kubernetes.io/pvc-protection";
+
+/// On create: the claim protection finalizer.
+pub fn claim_protection(obj: &mut Value) {
+    let Some(meta) = object_at(obj, "metadata") else {
+        return;
+    };
+    let finalizers = meta.entry("finalizers").or_insert_with(|| json!([]));
+    if let Some(list) = finalizers.as_array_mut() {
+        if !list.iter().any(|f| f == CLAIM_PROTECTION) {
+            list.push(json!(CLAIM_PROTECTION));
+        }
+    }
+}
+
 /// On create (the uid is known then): unless `manualSelector`, a Job selects its pods by its
 /// uid, and its template carries the labels upstream adds.
 pub fn job_selector(obj: &mut Value) {

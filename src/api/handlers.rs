@@ -348,8 +348,10 @@ pub async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<HttpResponse
         }
     }
     let warnings = admit(ctx, &mut obj)?;
-    if res.kind == "Job" {
-        defaults::job_selector(&mut obj);
+    match res.kind {
+        "Job" => defaults::job_selector(&mut obj),
+        "PersistentVolumeClaim" => defaults::claim_protection(&mut obj),
+        _ => {}
     }
     let name = object::name_of(&obj).to_string();
     let key = res.key(ctx.ns(), &name);

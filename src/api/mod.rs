@@ -1,7 +1,7 @@
 //! The Kubernetes-compatible API server: the only component that touches the store.
 
 mod body;
-mod defaults;
+pub mod defaults;
 mod discovery;
 pub use discovery::{KUBE_MAJOR, KUBE_MINOR};
 mod handlers;

@@ -8,6 +8,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::class::{default_class, waits_for_consumer, SELECTED_NODE};
+use crate::api::defaults::CLAIM_PROTECTION;
 use crate::controllers::runtime::{split, ReconcileResult};
 use crate::controllers::shared::{obj_ref, Shared};
 use crate::scheduler::resources::parse as quantity;
@@ -73,11 +74,11 @@ pub async fn sync_claim(shared: &Shared, key: &str) -> ReconcileResult {
     else {
         return Ok(None);
     };
-    if claim.metadata.deletion_timestamp.is_some() {
-        return Ok(None);
-    }
     let ns = ns.unwrap_or("default");
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(shared.client.clone(), ns);
+    if claim.metadata.deletion_timestamp.is_some() {
+        return release_protection(shared, &claims, &claim).await;
+    }
     let spec = claim.spec.clone().unwrap_or_default();
     let Some(class) = spec.storage_class_name.clone() else {
         // Upstream's retroactive default class assignment.
@@ -127,6 +128,50 @@ pub async fn sync_claim(shared: &Shared, key: &str) -> ReconcileResult {
         return Ok(None);
     };
     bind(shared, &claim, &pv).await
+}
+
+/// A claim being deleted keeps its protection finalizer while a pod that has not finished
+/// uses it (upstream's PVC protection controller).
+async fn release_protection(
+    shared: &Shared,
+    claims: &Api<PersistentVolumeClaim>,
+    claim: &PersistentVolumeClaim,
+) -> ReconcileResult {
+    let finalizers = claim.metadata.finalizers.clone().unwrap_or_default();
+    if !finalizers.iter().any(|f| f == CLAIM_PROTECTION) {
+        return Ok(None);
+    }
+    let name = claim.name_any();
+    let in_use = shared.pods.store.state().iter().any(|p| {
+        p.namespace() == claim.namespace()
+            && !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+            && p.spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .filter_map(|v| v.persistent_volume_claim.as_ref())
+                .any(|c| c.claim_name == name)
+    });
+    if in_use {
+        return Ok(None);
+    }
+    let left: Vec<String> = finalizers
+        .into_iter()
+        .filter(|f| f != CLAIM_PROTECTION)
+        .collect();
+    let patch = json!({"metadata": {
+        "finalizers": left, "resourceVersion": claim.resource_version(),
+    }});
+    match claims
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Claim reference on the volume, volume name on the claim, then both statuses Bound.

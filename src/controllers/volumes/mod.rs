@@ -36,11 +36,16 @@ impl VolumeController {
     }
 
     pub fn sources(self: &Rc<Self>) -> Vec<futures_util::stream::LocalBoxStream<'static, String>> {
-        let claims = self.shared.claims.changes().map(|c| {
-            format!(
+        // A claim change concerns the claim and its volume (Released once the claim goes).
+        let claims = self.shared.claims.changes().flat_map(|c| {
+            let mut keys = vec![format!(
                 "{CLAIM}{}",
                 key(c.obj.namespace().as_deref(), &c.obj.name_any())
-            )
+            )];
+            if let Some(v) = c.obj.spec.as_ref().and_then(|s| s.volume_name.as_ref()) {
+                keys.push(format!("{VOLUME}{v}"));
+            }
+            futures_util::stream::iter(keys)
         });
         // A volume change concerns the volume and the claim it names.
         let volumes = self.shared.volumes.changes().flat_map(|c| {
@@ -59,9 +64,23 @@ impl VolumeController {
             .storage_classes
             .changes()
             .flat_map(move |_| futures_util::stream::iter(me.claim_keys()));
+        // A pod that goes may release a claim being deleted.
+        let pods = self.shared.pods.changes().flat_map(|c| {
+            let ns = c.obj.namespace();
+            let keys: Vec<String> = c
+                .obj
+                .spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .filter_map(|v| v.persistent_volume_claim.as_ref())
+                .map(|pvc| format!("{CLAIM}{}", key(ns.as_deref(), &pvc.claim_name)))
+                .collect();
+            futures_util::stream::iter(keys)
+        });
         let ensure = futures_util::stream::once(async { String::from("ensure-class") });
         vec![
             claims.boxed_local(),
+            pods.boxed_local(),
             volumes.boxed_local(),
             classes.boxed_local(),
             ensure.boxed_local(),
