@@ -50,6 +50,7 @@ pub struct Config {
     pub http_listen_addr: SocketAddr,
     /// The Kubernetes API (kubectl, kube-rs, and every component).
     pub api_addr: SocketAddr,
+    pub api: ApiConfig,
     pub raft: RaftConfig,
     pub store: StoreConfig,
     pub controllers: ControllersConfig,
@@ -59,6 +60,29 @@ pub struct Config {
     pub proxy: crate::proxy::ProxyConfig,
     pub dns: crate::dns::DnsConfig,
     pub ingress: crate::ingress::IngressConfig,
+}
+
+/// The API server's limits (kube-apiserver's `--max-requests-inflight`,
+/// `--max-mutating-requests-inflight` and `--request-timeout`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Read requests served at once; more get 429 with Retry-After (0: no limit).
+    pub max_requests_inflight: usize,
+    /// Writes served at once; more get 429 with Retry-After (0: no limit).
+    pub max_mutating_requests_inflight: usize,
+    /// A request (not a watch, log follow or exec) not answered by then gets 504.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
+            request_timeout_seconds: 60,
+        }
+    }
 }
 
 /// Service addressing, shared by the API server (allocation), the proxy and DNS.
@@ -170,6 +194,7 @@ impl Default for Config {
             peer_advertise_addr: String::new(),
             http_listen_addr: SocketAddr::from(([127, 0, 0, 1], 9101)),
             api_addr: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            api: ApiConfig::default(),
             raft: RaftConfig::default(),
             store: StoreConfig::default(),
             controllers: ControllersConfig::default(),

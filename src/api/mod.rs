@@ -5,6 +5,7 @@ pub mod defaults;
 mod discovery;
 pub use discovery::{KUBE_MAJOR, KUBE_MINOR};
 mod handlers;
+mod limits;
 mod namespaces;
 mod object;
 mod patch;
@@ -132,7 +133,10 @@ pub fn serve(
     registry: Registry,
     toleration_seconds: u64,
     services: ServiceNetwork,
+    limits: &crate::config::ApiConfig,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let limiter = limits::Limiter::new(limits, &registry)
+        .map_err(|e| std::io::Error::other(format!("API metrics: {e}")))?;
     let metrics = ApiMetrics::register(&registry)
         .map_err(|e| std::io::Error::other(format!("API metrics: {e}")))?;
     let state = web::Data::new(ApiState {
@@ -145,6 +149,8 @@ pub fn serve(
     });
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(limits::admit))
+            .app_data(web::Data::new(limiter.clone()))
             .app_data(state.clone())
             .route("/version", web::get().to(version))
             .route("/healthz", web::get().to(crate::metrics::live))

@@ -98,6 +98,11 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Over the in-flight limits: 429, retry after a second.
+    #[error("Too many requests, please try again later.")]
+    TooManyRequests,
+    #[error("Timeout: request did not complete within the allotted timeout")]
+    Timeout,
     #[error("{0}")]
     Internal(String),
 }
@@ -116,6 +121,8 @@ impl ApiError {
             ApiError::Gone(_) => "Expired",
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::TooManyRequests => "TooManyRequests",
+            ApiError::Timeout => "Timeout",
             ApiError::Internal(_) => "InternalError",
         }
     }
@@ -132,6 +139,8 @@ impl ApiError {
             ApiError::Gone(_) => 410,
             ApiError::TooLarge(_) => 413,
             ApiError::Unavailable(_) => 503,
+            ApiError::TooManyRequests => 429,
+            ApiError::Timeout => 504,
             ApiError::Internal(_) => 500,
         }
     }
@@ -210,6 +219,9 @@ impl ApiError {
             ApiError::Invalid {
                 subject, causes, ..
             } => Some(details(subject, causes)),
+            ApiError::TooManyRequests | ApiError::Unavailable(_) => {
+                Some(json!({ "retryAfterSeconds": 1 }))
+            }
             _ => None,
         };
         if let Some(d) = details {
@@ -269,7 +281,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unavailable(_)) {
+        if matches!(self, ApiError::Unavailable(_) | ApiError::TooManyRequests) {
             r.insert_header(("Retry-After", "1"));
         }
         r.content_type("application/json")

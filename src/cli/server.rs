@@ -135,6 +135,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             registry,
             cfg.controllers.default_toleration_seconds,
             network,
+            &cfg.api,
         )?;
         let api_handle = api.handle();
         actix::spawn(api);

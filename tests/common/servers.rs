@@ -50,6 +50,8 @@ pub struct Node {
     pub name: String,
     pub config: PathBuf,
     pub api: u16,
+    /// Health and metrics (`http_listen_addr`).
+    pub http: u16,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -115,6 +117,7 @@ impl Servers {
                 name,
                 config,
                 api: ports[3 * i + 2],
+                http: ports[3 * i + 1],
                 child: None,
             });
         }
