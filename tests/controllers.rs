@@ -14,7 +14,6 @@ mod servers;
 
 use poll::until;
 use std::collections::{BTreeMap, HashSet};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,18 +54,7 @@ async fn env_with(nodes: &[(&str, &str)], controllers: &str) -> Env {
 
 impl Env {
     fn kubectl(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.servers.kubeconfig(0))
-            .args(args)
-            .output()
-            .expect("kubectl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        self.servers.kubectl(args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

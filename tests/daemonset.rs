@@ -14,7 +14,6 @@ mod servers;
 
 use poll::until;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,18 +56,7 @@ async fn env(ns: &str, nodes: &[&str]) -> Env {
 
 impl Env {
     fn kubectl(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("/usr/bin/kubectl")
-            .arg("--kubeconfig")
-            .arg(self.servers.kubeconfig(0))
-            .args(args)
-            .output()
-            .expect("kubectl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        self.servers.kubectl(args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

@@ -20,7 +20,6 @@ mod servers;
 
 use poll::{poll, until};
 use std::collections::{BTreeSet, HashSet};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,18 +150,8 @@ async fn finish(client: &Client, p: &Pod, ok: bool) {
 
 impl Env {
     fn kubectl(&self, args: &[&str]) -> String {
-        let out = Command::new("/usr/bin/kubectl")
-            .arg("--kubeconfig")
-            .arg(self.servers.kubeconfig(0))
-            .args(args)
-            .output()
-            .expect("kubectl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "kubectl {}: {text}", args.join(" "));
+        let (ok, text) = self.servers.kubectl(args);
+        assert!(ok, "kubectl {}: {text}", args.join(" "));
         text
     }
 

@@ -14,7 +14,6 @@ mod servers;
 
 use poll::until;
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -113,21 +112,6 @@ async fn ready_names(client: &Client, ns: &str, app: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn kubectl(servers: &Servers, args: &[&str]) -> (bool, String) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(servers.kubeconfig(0))
-        .args(args)
-        .output()
-        .expect("kubectl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +215,7 @@ async fn ordered_pods_keep_their_claims_and_roll_from_the_top() {
         .await
         .expect("update");
     let (ok, text) = tokio::task::block_in_place(|| {
-        kubectl(&servers, &["rollout", "status", "sts/web", "--timeout=90s"])
+        servers.kubectl(&["rollout", "status", "sts/web", "--timeout=90s"])
     });
     assert!(
         ok && text.contains("partitioned roll out complete"),
@@ -276,7 +260,7 @@ async fn ordered_pods_keep_their_claims_and_roll_from_the_top() {
     .await
     .expect("unpartition");
     let (ok, text) = tokio::task::block_in_place(|| {
-        kubectl(&servers, &["rollout", "status", "sts/web", "--timeout=90s"])
+        servers.kubectl(&["rollout", "status", "sts/web", "--timeout=90s"])
     });
     assert!(ok, "{text}");
     let status = sets.get("web").await.expect("get").status.expect("status");

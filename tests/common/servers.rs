@@ -182,6 +182,22 @@ impl Servers {
         }
     }
 
+    /// `kubectl ARGS` (`/usr/bin/kubectl`) against server 0: (succeeded, stdout + stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("/usr/bin/kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig(0))
+            .args(args)
+            .output()
+            .expect("kubectl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     pub fn url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.nodes[i].api)
     }
