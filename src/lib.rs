@@ -11,6 +11,7 @@ pub mod lab;
 pub mod metrics;
 pub mod node;
 pub mod proxy;
+pub mod reflect;
 pub mod scheduler;
 pub mod store;
 

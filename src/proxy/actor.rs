@@ -8,16 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use tokio::sync::{watch, Mutex};
 use tracing::warn;
+
+use crate::reflect::{self, StoreChanged};
 
 use super::announce::{self, Announcer};
 use super::metrics::ProxyMetrics;
@@ -62,13 +61,6 @@ pub struct ServiceProxy {
     lb_pool: Vec<Ipv4Addr>,
     /// After a failed sync, changes wait for the retry instead of failing again at once.
     backoff: bool,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Changed {
-    watch: usize,
-    listed: bool,
 }
 
 impl ServiceProxy {
@@ -228,27 +220,6 @@ impl ServiceProxy {
             }
         }));
     }
-
-    fn watch<K>(&self, writer: reflector::store::Writer<K>, i: usize, ctx: &mut Context<Self>)
-    where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
-    {
-        let api: Api<K> = Api::all(self.client.clone());
-        let events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .map(move |ev| Changed {
-                watch: i,
-                listed: matches!(ev, Ok(watcher::Event::InitDone)),
-            });
-        ctx.add_stream(events);
-    }
 }
 
 impl Actor for ServiceProxy {
@@ -256,9 +227,9 @@ impl Actor for ServiceProxy {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(w) = self.watches.take() {
-            self.watch(w.services, 0, ctx);
-            self.watch(w.slices, 1, ctx);
-            self.watch(w.nodes, 2, ctx);
+            ctx.add_stream(reflect::changes(&self.client, w.services, 0));
+            ctx.add_stream(reflect::changes(&self.client, w.slices, 1));
+            ctx.add_stream(reflect::changes(&self.client, w.nodes, 2));
         }
         if !self.lb_pool.is_empty() {
             let (ip, pool) = (self.node.ip, self.lb_pool.clone());
@@ -279,8 +250,8 @@ impl Actor for ServiceProxy {
     }
 }
 
-impl StreamHandler<Changed> for ServiceProxy {
-    fn handle(&mut self, c: Changed, ctx: &mut Context<Self>) {
+impl StreamHandler<StoreChanged> for ServiceProxy {
+    fn handle(&mut self, c: StoreChanged, ctx: &mut Context<Self>) {
         if c.listed {
             self.listed[c.watch] = true;
         }

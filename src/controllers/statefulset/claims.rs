@@ -35,6 +35,18 @@ fn owned_by(api_version: &str, kind: &str, meta: &ObjectMeta) -> OwnerReference 
     }
 }
 
+/// The set's claim templates with the names of their claims for `ordinal`.
+fn templates(set: &StatefulSet, ordinal: i32) -> Vec<(&PersistentVolumeClaim, String)> {
+    set.spec
+        .iter()
+        .flat_map(|s| s.volume_claim_templates.iter().flatten())
+        .map(|t| {
+            let template = t.metadata.name.as_deref().unwrap_or_default();
+            (t, claim_name(template, &set.name_any(), ordinal))
+        })
+        .collect()
+}
+
 /// Creates the missing claims of `ordinal`.
 pub async fn ensure(
     shared: &Shared,
@@ -49,16 +61,7 @@ pub async fn ensure(
         .as_ref()
         .and_then(|s| s.selector.match_labels.clone())
         .unwrap_or_default();
-    for t in set
-        .spec
-        .iter()
-        .flat_map(|s| s.volume_claim_templates.iter().flatten())
-    {
-        let name = claim_name(
-            t.metadata.name.as_deref().unwrap_or_default(),
-            &set.name_any(),
-            ordinal,
-        );
+    for (t, name) in templates(set, ordinal) {
         if shared
             .claims
             .store
@@ -116,16 +119,7 @@ pub async fn release_with(
     if policy(set).0 {
         owners.push(owned_by("apps/v1", "StatefulSet", &set.metadata));
     }
-    for t in set
-        .spec
-        .iter()
-        .flat_map(|s| s.volume_claim_templates.iter().flatten())
-    {
-        let name = claim_name(
-            t.metadata.name.as_deref().unwrap_or_default(),
-            &set.name_any(),
-            ordinal,
-        );
+    for (_, name) in templates(set, ordinal) {
         let patch = json!({"metadata": {"ownerReferences": owners}});
         match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))

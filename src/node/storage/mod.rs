@@ -11,14 +11,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix::prelude::*;
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use tracing::warn;
+
+use crate::reflect::{self, StoreChanged};
 
 /// What the provisioner works from.
 #[derive(Clone)]
@@ -45,13 +44,6 @@ pub struct LocalPath {
     again: bool,
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Changed {
-    watch: usize,
-    listed: bool,
-}
-
 impl LocalPath {
     pub fn new(client: Client, node: String, root: PathBuf) -> Self {
         let (claims, c) = reflector::store();
@@ -71,27 +63,6 @@ impl LocalPath {
             running: false,
             again: false,
         }
-    }
-
-    fn watch<K>(&self, writer: reflector::store::Writer<K>, i: usize, ctx: &mut Context<Self>)
-    where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
-    {
-        let api: Api<K> = Api::all(self.view.client.clone());
-        let events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .map(move |ev| Changed {
-                watch: i,
-                listed: matches!(ev, Ok(watcher::Event::InitDone)),
-            });
-        ctx.add_stream(events);
     }
 
     fn sync(&mut self, ctx: &mut Context<Self>) {
@@ -126,16 +97,16 @@ impl Actor for LocalPath {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some((c, v, s)) = self.writers.take() {
-            self.watch(c, 0, ctx);
-            self.watch(v, 1, ctx);
-            self.watch(s, 2, ctx);
+            ctx.add_stream(reflect::changes(&self.view.client, c, 0));
+            ctx.add_stream(reflect::changes(&self.view.client, v, 1));
+            ctx.add_stream(reflect::changes(&self.view.client, s, 2));
         }
         ctx.run_interval(Duration::from_secs(30), |act, ctx| act.sync(ctx));
     }
 }
 
-impl StreamHandler<Changed> for LocalPath {
-    fn handle(&mut self, c: Changed, ctx: &mut Context<Self>) {
+impl StreamHandler<StoreChanged> for LocalPath {
+    fn handle(&mut self, c: StoreChanged, ctx: &mut Context<Self>) {
         if c.listed {
             self.listed[c.watch] = true;
         }
