@@ -1,5 +1,6 @@
 //! The Kubernetes-compatible API server: the only component that touches the store.
 
+pub mod auth;
 mod body;
 pub mod defaults;
 mod discovery;

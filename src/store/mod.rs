@@ -12,7 +12,7 @@ mod replica;
 mod snapshot;
 mod state_machine;
 mod storage;
-mod transport;
+pub mod transport;
 mod watch;
 
 pub use client::{Consistency, ListResult, StoreClient};

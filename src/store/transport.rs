@@ -69,7 +69,8 @@ fn hello(cluster_id: u64, node_id: u64) -> Bytes {
     b.into()
 }
 
-fn parse_hello(b: &[u8]) -> Option<(u64, u64)> {
+/// The hello frame that opens a peer connection: (cluster id, sender id).
+pub fn parse_hello(b: &[u8]) -> Option<(u64, u64)> {
     if b.len() != 24 || &b[..8] != MAGIC {
         return None;
     }
@@ -217,6 +218,11 @@ async fn pump(
     }
 }
 
+/// A raft message frame from a peer (untrusted bytes).
+pub fn decode_message(frame: &[u8]) -> Result<Message, protobuf::ProtobufError> {
+    Message::parse_from_bytes(frame)
+}
+
 struct Accept {
     cluster_id: u64,
     node_id: u64,
@@ -261,7 +267,7 @@ impl Accept {
             if self.isolation.get() {
                 continue;
             }
-            match Message::parse_from_bytes(&frame) {
+            match decode_message(&frame) {
                 Ok(m) if m.from == peer && m.to == self.node_id => self.inbound.do_send(Inbound(m)),
                 Ok(m) => {
                     warn!(%from, "dropping message from {} to {} on the connection of {peer}", m.from, m.to)
