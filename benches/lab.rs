@@ -3,6 +3,9 @@
 //! failover time (SIGKILL of the leader's server until another node reports itself leader in
 //! its metrics), then `skiff lab down`. Prints a table of medians.
 //!
+//! Metrics are read over TLS with node 1's server certificate (O=skiff:servers), which the
+//! metrics port takes without a token.
+//!
 //! `cargo bench --bench lab -- [--rounds N] [--settle S]`
 
 #[path = "../tests/common/flags.rs"]
@@ -15,29 +18,51 @@ mod node_host;
 mod servers;
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flags::flag;
 use node_host::root_or_skip;
 use servers::BIN;
 
-fn metrics(k: usize) -> String {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", 9100 + k as u16)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf
+/// TLS to the lab's metrics ports: the cluster CA and node 1's server certificate (its
+/// data dir is `<lab>/n1/data`).
+fn metrics_tls(lab: &Path) -> Arc<rustls::ClientConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = lab.join("n1").join("data").join("pki");
+    let read = |f: &str| std::fs::read_to_string(pki.join(f)).expect(f);
+    let (cert, key) = (read("server.crt"), read("server.key"));
+    Arc::new(skiff::pki::tls::client_config(&read("ca.crt"), Some((&cert, &key))).expect("TLS"))
 }
 
-fn leader(nodes: &[usize]) -> Option<usize> {
-    nodes
-        .iter()
-        .copied()
-        .find(|&k| metrics(k).lines().any(|l| l == "skiff_raft_is_leader 1"))
+fn metrics(tls: &Arc<rustls::ClientConfig>, k: usize) -> String {
+    let Ok(sock) = std::net::TcpStream::connect(("127.0.0.1", 9100 + k as u16)) else {
+        return String::new();
+    };
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
+    let name = rustls::pki_types::ServerName::from(std::net::IpAddr::from([127, 0, 0, 1]));
+    let Ok(conn) = rustls::ClientConnection::new(tls.clone(), name) else {
+        return String::new();
+    };
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut buf = Vec::new();
+    // A close without close_notify is an error to rustls; what arrived still counts.
+    let _ = s.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn leader(tls: &Arc<rustls::ClientConfig>, nodes: &[usize]) -> Option<usize> {
+    nodes.iter().copied().find(|&k| {
+        metrics(tls, k)
+            .lines()
+            .any(|l| l == "skiff_raft_is_leader 1")
+    })
 }
 
 fn rss_mib(pid: i64) -> f64 {
@@ -95,7 +120,8 @@ fn main() {
         let per_node: Vec<f64> = (1..=3).map(|k| rss_mib(pid(k))).collect();
         rss.push(per_node.iter().copied().fold(0.0, f64::max));
         let all = [1, 2, 3];
-        let Some(l) = leader(&all) else {
+        let tls = metrics_tls(&dir);
+        let Some(l) = leader(&tls, &all) else {
             let _ = run(&["lab", "down"]);
             panic!("no leader");
         };
@@ -104,7 +130,7 @@ fn main() {
             .status();
         let killed = Instant::now();
         let rest: Vec<usize> = all.iter().copied().filter(|&k| k != l).collect();
-        while leader(&rest).is_none() && killed.elapsed() < Duration::from_secs(30) {
+        while leader(&tls, &rest).is_none() && killed.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(20));
         }
         failover.push(killed.elapsed().as_secs_f64());

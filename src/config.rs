@@ -60,6 +60,25 @@ pub struct Config {
     pub proxy: crate::proxy::ProxyConfig,
     pub dns: crate::dns::DnsConfig,
     pub ingress: crate::ingress::IngressConfig,
+    pub security: SecurityConfig,
+    pub encryption: EncryptionConfig,
+}
+
+/// Cluster PKI and joining (like k3s's `--token` and `--server`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// The cluster token: lets servers and agents fetch the CA and their certificates.
+    /// Empty on the first server: one is generated and written to `<data_dir>/token`.
+    pub token: String,
+    /// A file holding the token (used when `token` is empty).
+    pub token_file: String,
+    /// An existing server's API (`https://HOST:PORT`) to join through; empty: this server
+    /// creates the cluster CA (or takes it from `ca_cert_file`/`ca_key_file`).
+    pub server_url: String,
+    /// PEM files of a CA to use instead of generating one (first server only).
+    pub ca_cert_file: String,
+    pub ca_key_file: String,
 }
 
 /// The API server's limits (kube-apiserver's `--max-requests-inflight`,
@@ -73,6 +92,15 @@ pub struct ApiConfig {
     pub max_mutating_requests_inflight: usize,
     /// A request (not a watch, log follow or exec) not answered by then gets 504.
     pub request_timeout_seconds: u64,
+    /// Open watches per client (authenticated user, else client address); more get 429 with
+    /// Retry-After (0: no limit).
+    pub max_watches_per_user: usize,
+    /// The audit log (JSON lines, one per mutating request); empty: `<data_dir>/audit.log`.
+    pub audit_log_path: String,
+    /// The audit log is rotated (to `<path>.1`) when it would grow past this.
+    pub audit_log_max_size_mb: u64,
+    /// Rotated audit logs kept (`<path>.1` .. `<path>.N`); 0: none, the old log is removed.
+    pub audit_log_max_backups: usize,
 }
 
 impl Default for ApiConfig {
@@ -81,6 +109,10 @@ impl Default for ApiConfig {
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
             request_timeout_seconds: 60,
+            max_watches_per_user: 250,
+            audit_log_path: String::new(),
+            audit_log_max_size_mb: 100,
+            audit_log_max_backups: 3,
         }
     }
 }
@@ -183,6 +215,17 @@ pub struct StoreConfig {
     pub tolerate_tail_corruption: bool,
 }
 
+/// Encryption at rest of Secrets with AES-GCM (kube-apiserver's `EncryptionConfiguration`
+/// with the `aesgcm` provider).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Named 32-byte keys, `NAME:BASE64`. The first encrypts new writes; all decrypt.
+    /// Rotation: put a new key first, keep the old ones after it. Empty: the server's
+    /// generated key (`<data_dir>/pki/encryption-keys`).
+    pub keys: Vec<String>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -204,6 +247,8 @@ impl Default for Config {
             proxy: crate::proxy::ProxyConfig::default(),
             dns: crate::dns::DnsConfig::default(),
             ingress: crate::ingress::IngressConfig::default(),
+            security: SecurityConfig::default(),
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -286,6 +331,7 @@ impl Config {
             .separator("__")
             .list_separator(",")
             .with_list_parse_key("initial_cluster")
+            .with_list_parse_key("encryption.keys")
             .try_parsing(true);
         for (key, value) in config::Source::collect(&env)? {
             if known.contains(&key) {
@@ -340,6 +386,7 @@ impl Config {
                 "controllers.node_monitor_grace_seconds",
                 self.controllers.node_monitor_grace_seconds,
             ),
+            ("api.audit_log_max_size_mb", self.api.audit_log_max_size_mb),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(invalid(key, "must be greater than 0"));
@@ -349,6 +396,7 @@ impl Config {
         self.node_port_range()?;
         self.dns_service_ip()?;
         self.load_balancer_pool()?;
+        self.encryption_keys()?;
         let mask = self.controllers.node_cidr_mask_size;
         if mask < cluster.prefix_len() || mask > 30 {
             return Err(invalid(
@@ -357,6 +405,18 @@ impl Config {
                     "must be between {} (the cluster CIDR's) and 30",
                     cluster.prefix_len()
                 ),
+            ));
+        }
+        if self.api.audit_log_max_size_mb > 1 << 20 {
+            return Err(invalid(
+                "api.audit_log_max_size_mb",
+                "must be at most 1048576 (1 TiB)",
+            ));
+        }
+        if self.api.audit_log_path.ends_with('/') {
+            return Err(invalid(
+                "api.audit_log_path",
+                "must name a file, not a directory",
             ));
         }
         if r.election_ticks <= r.heartbeat_ticks {
@@ -445,6 +505,18 @@ impl Config {
         Ok(out)
     }
 
+    /// The configured encryption keys, decoded (`encryption.keys`); empty: none configured,
+    /// the server uses its generated key.
+    pub fn encryption_keys(
+        &self,
+    ) -> Result<Vec<(String, [u8; crate::store::encryption::KEY_LEN])>, ConfigError> {
+        if self.encryption.keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        crate::store::encryption::parse_keys(&self.encryption.keys)
+            .map_err(|e| invalid("encryption.keys", e.to_string()))
+    }
+
     /// Where the node IPAM controller allocates pod subnets from.
     pub fn controllers_cluster_cidr(&self) -> Result<ipnet::Ipv4Net, ConfigError> {
         parse_cidr("controllers.cluster_cidr", &self.controllers.cluster_cidr)
@@ -514,7 +586,7 @@ impl Config {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        format!("http://{addr}")
+        format!("https://{addr}")
     }
 
     /// The node agent's state directory (`node.state_dir`, default `<data_dir>/node`).
@@ -523,6 +595,15 @@ impl Config {
             self.data_dir.join("node")
         } else {
             PathBuf::from(&self.node.state_dir)
+        }
+    }
+
+    /// The audit log file (`api.audit_log_path`, default `<data_dir>/audit.log`).
+    pub fn audit_log_path(&self) -> PathBuf {
+        if self.api.audit_log_path.is_empty() {
+            self.data_dir.join("audit.log")
+        } else {
+            PathBuf::from(&self.api.audit_log_path)
         }
     }
 
@@ -616,6 +697,32 @@ mod tests {
     }
 
     #[test]
+    fn audit_log_defaults_under_the_data_dir() {
+        let mut cfg = Config {
+            node_name: "n1".into(),
+            data_dir: "/var/lib/skiff".into(),
+            ..Config::default()
+        };
+        cfg.validate().expect("defaults are valid");
+        assert_eq!(
+            cfg.audit_log_path(),
+            PathBuf::from("/var/lib/skiff/audit.log")
+        );
+        cfg.api.audit_log_path = "/var/log/skiff/audit.log".into();
+        assert_eq!(
+            cfg.audit_log_path(),
+            PathBuf::from("/var/log/skiff/audit.log")
+        );
+        cfg.validate().expect("an explicit path is valid");
+        cfg.api.audit_log_max_size_mb = 0;
+        let err = cfg.validate().expect_err("a zero max size is refused");
+        assert!(
+            err.to_string().contains("api.audit_log_max_size_mb"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_member_entries_are_refused() {
         for bad in ["n1", "n1=host", "N1=h:1", "n1=h:99999"] {
             let cfg = Config {
@@ -624,6 +731,39 @@ mod tests {
                 ..Config::default()
             };
             assert!(cfg.members().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn encryption_keys_are_checked() {
+        let with = |keys: &[&str]| Config {
+            node_name: "n1".into(),
+            encryption: EncryptionConfig {
+                keys: keys.iter().map(|k| k.to_string()).collect(),
+            },
+            ..Config::default()
+        };
+        let k32 = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        assert!(with(&[]).validate().is_ok());
+        let two = [format!("key2:{k32}"), format!("key1:{k32}")];
+        let cfg = with(&[two[0].as_str(), two[1].as_str()]);
+        assert!(cfg.validate().is_ok());
+        assert_eq!(cfg.encryption_keys().expect("keys")[0].0, "key2");
+        let short = "key1:AQEBAQ==".to_string();
+        let unnamed = format!(":{k32}");
+        let colon = format!("a:b:{k32}");
+        let dup = format!("key1:{k32}");
+        for bad in [
+            vec![short.as_str()],
+            vec![unnamed.as_str()],
+            vec![colon.as_str()],
+            vec!["key1:%%%"],
+            vec![dup.as_str(), dup.as_str()],
+        ] {
+            let err = with(&bad).validate().expect_err("bad key accepted");
+            let msg = err.to_string();
+            assert!(msg.contains("encryption.keys"), "{msg}");
+            assert!(!msg.contains(k32), "key material in {msg}");
         }
     }
 }

@@ -33,6 +33,16 @@ fn skiff(args: &[&str]) -> Output {
         .expect("run skiff")
 }
 
+/// `skiff ARGS` with a kubeconfig (the cluster's CA and the admin token).
+fn skiff_as_admin(args: &[&str], kubeconfig: &std::path::Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("run skiff")
+}
+
 fn out(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -361,11 +371,12 @@ fn install_upgrade_uninstall_echo() {
     let echo = chart_dir("echo");
     let echo = echo.to_str().expect("path");
     let base = ["--server", url.as_str(), "-n", ns];
+    let kubeconfig = servers.kubeconfig(0);
     let run = |args: &[&str]| {
         let mut all: Vec<&str> = vec!["chart"];
         all.extend_from_slice(args);
         all.extend_from_slice(&base);
-        skiff(&all)
+        skiff_as_admin(&all, &kubeconfig)
     };
 
     let o = run(&["install", "echo", echo, "--set", "image=busybox:1.36"]);

@@ -679,17 +679,7 @@ async fn service_endpoints_follow_ready_pods_with_named_ports() {
 
 /// The replica whose API reports `skiff_raft_is_leader 1`.
 fn leader(s: &Servers) -> Option<usize> {
-    (0..s.nodes.len()).find(|&i| {
-        use std::io::{Read, Write};
-        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", s.nodes[i].api)) else {
-            return false;
-        };
-        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = write!(c, "GET /metrics HTTP/1.0\r\n\r\n");
-        let mut out = String::new();
-        let _ = c.read_to_string(&mut out);
-        out.lines().any(|l| l == "skiff_raft_is_leader 1")
-    })
+    s.leader()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,23 +12,7 @@ use servers::Servers;
 
 /// The replica whose API reports `skiff_raft_is_leader 1`.
 fn leader(s: &Servers) -> Option<usize> {
-    (0..s.nodes.len()).find(|&i| {
-        metrics(s.nodes[i].api)
-            .lines()
-            .any(|l| l == "skiff_raft_is_leader 1")
-    })
-}
-
-fn metrics(port: u16) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = write!(c, "GET /metrics HTTP/1.0\r\n\r\n");
-    let mut out = String::new();
-    let _ = c.read_to_string(&mut out);
-    out
+    s.leader()
 }
 
 fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> bool {

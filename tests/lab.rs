@@ -1,7 +1,9 @@
 //! `skiff lab` end to end, as root: `up` builds a three-node replicated cluster in network
-//! namespaces that real kubectl (1.27 and 1.33) reaches on 127.0.0.1:6443; the echo chart's
+//! namespaces that real kubectl (1.27 and 1.33) reaches on 127.0.0.1:6443 over TLS with the
+//! admin token of the kubeconfig it writes (anonymous requests get 401); the echo chart's
 //! pods on every node reach each other across hosts; `up` and `down` are idempotent and `down`
-//! leaves no namespace, link, mount, process, file or kubeconfig entry behind.
+//! leaves no namespace, link, mount, process, file or kubeconfig entry behind. Prometheus
+//! scrapes the nodes over TLS with a ServiceAccount token of its own.
 
 #[path = "common/lab.rs"]
 #[allow(dead_code)]
@@ -68,6 +70,73 @@ fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
         "{kc}"
     );
 
+    // Secure by default: anonymous API and metrics requests get 401; both kubeconfigs verify
+    // the server with the cluster CA and present the admin token, and are private files, as
+    // is the lab's cluster token.
+    let admin = lab.admin_token();
+    let anonymous = lab.https_get(6443, "/api/v1/pods", None);
+    assert_eq!(anonymous.as_ref().map(|a| a.0), Some(401), "{anonymous:?}");
+    let as_admin = lab.https_get(6443, "/api/v1/pods", Some(&admin));
+    assert_eq!(as_admin.as_ref().map(|a| a.0), Some(200), "{as_admin:?}");
+    let metrics = lab.https_get(9101, "/metrics", None);
+    assert_eq!(metrics.as_ref().map(|a| a.0), Some(401), "{metrics:?}");
+    let ca = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(lab.ca_pem())
+    };
+    for file in [lab.kubeconfig.clone(), lab.lab_dir().join("kubeconfig")] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        let doc: Value =
+            yaml_serde::from_str(&std::fs::read_to_string(&file).expect("read")).expect("yaml");
+        let entry = |list: &str| {
+            doc[list]
+                .as_array()
+                .and_then(|l| l.iter().find(|e| e["name"] == "skiff-lab"))
+                .cloned()
+                .unwrap_or_else(|| panic!("no skiff-lab in {list} of {}", file.display()))
+        };
+        let cluster = entry("clusters");
+        assert_eq!(cluster["cluster"]["server"], "https://127.0.0.1:6443");
+        assert_eq!(
+            cluster["cluster"]["certificate-authority-data"],
+            ca.as_str()
+        );
+        assert!(cluster["cluster"]["insecure-skip-tls-verify"].is_null());
+        assert_eq!(entry("users")["user"]["token"], admin.as_str());
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&file)
+            .args(["--context", "skiff-lab", "get", "pods", "-A"])
+            .output()
+            .expect("kubectl");
+        assert!(out.status.success(), "{}: {}", file.display(), text(&out));
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let token = lab.lab_dir().join("token");
+        let mode = std::fs::metadata(&token)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", token.display());
+        let secret = std::fs::read_to_string(&token).expect("token");
+        let full = std::fs::read_to_string(lab.lab_dir().join("n1/data/token")).expect("token");
+        assert!(
+            full.starts_with("SKIFF10") && full.trim().ends_with(secret.trim()),
+            "{full}"
+        );
+        for k in 1..=3 {
+            let cfg = std::fs::read_to_string(lab.lab_dir().join(format!("n{k}/config.toml")))
+                .expect("config");
+            assert!(
+                !cfg.contains(secret.trim()),
+                "n{k}'s config holds the secret"
+            );
+        }
+    }
+
     // `lab env` exports work for scripts.
     let env = lab.skiff(&["lab", "env"]);
     assert!(env.status.success(), "{}", text(&env));
@@ -93,6 +162,8 @@ fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
     assert!(status.status.success(), "{st}");
     assert_eq!(st.matches(" leader ").count(), 1, "{st}");
     assert_eq!(st.matches(" running ").count(), 3, "{st}");
+    assert_eq!(st.matches(" ready ").count(), 3, "{st}");
+    assert!(st.contains("https://127.0.0.1:9101/metrics"), "{st}");
 
     // The echo chart with 6 replicas lands on all three nodes; pods reach each other across hosts.
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/echo");
@@ -124,15 +195,24 @@ fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
         !mounts.contains(&lab_dir.display().to_string()),
         "mounts left"
     );
+    // Nothing of the lab in the root namespace: no bridge, no node veth, no overlay device
+    // on a lab address (a `skiff.1` of a server running on this host itself is not the lab's).
     let links = Command::new("ip")
-        .args(["-o", "link"])
+        .args(["-d", "-o", "link"])
         .output()
         .expect("ip link");
     let links = String::from_utf8_lossy(&links.stdout).into_owned();
-    assert!(
-        !links.contains(" br0:") && !links.contains("skiff.1"),
-        "links left:\n{links}"
-    );
+    let left: Vec<&str> = links
+        .lines()
+        .filter(|l| {
+            let name = l.split(':').nth(1).unwrap_or_default().trim();
+            let name = name.split('@').next().unwrap_or_default();
+            name == "br0"
+                || (name.starts_with('n') && name[1..].parse::<u8>().is_ok())
+                || l.contains(" 10.90.0.")
+        })
+        .collect();
+    assert!(left.is_empty(), "links left:\n{}", left.join("\n"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !lab_processes(&lab_dir).is_empty() {
         assert!(
@@ -172,16 +252,22 @@ fn prom_query(q: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Active targets that are up: (job, pod or node label).
-fn up_targets() -> Vec<(String, String)> {
+/// Prometheus' active targets.
+fn active_targets() -> Vec<Value> {
     let Some(body) = local_get(9090, "/api/v1/targets?state=active") else {
         return Vec::new();
     };
     let v: Value = serde_json::from_str(&body).unwrap_or_default();
     v["data"]["activeTargets"]
         .as_array()
-        .into_iter()
-        .flatten()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Active targets that are up: (job, pod or node label).
+fn up_targets() -> Vec<(String, String)> {
+    active_targets()
+        .iter()
         .filter(|t| t["health"] == "up")
         .map(|t| {
             let l = &t["labels"];
@@ -230,6 +316,40 @@ fn prometheus_in_the_lab_scrapes_nodes_and_pods_across_the_overlay() {
     assert_eq!(nodes.len(), 3, "echo pods not on every node: {pods:?}");
     // The bound: within 30 s of the pods running.
     assert_scraped(&lab, 6, Duration::from_secs(30));
+    // The node targets are up over HTTPS (the metrics ports answer 401 without a token), so
+    // Prometheus presents a token the API allows: its own ServiceAccount's, not the admin's.
+    let nodes: Vec<Value> = active_targets()
+        .into_iter()
+        .filter(|t| t["labels"]["job"] == "skiff-nodes")
+        .collect();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    for t in &nodes {
+        assert_eq!(t["health"], "up", "{t}");
+        let url = t["scrapeUrl"].as_str().unwrap_or_default();
+        assert!(url.starts_with("https://10.90.0.1"), "{url}");
+    }
+    let token = std::fs::read_to_string(lab.lab_dir().join("prometheus/token")).expect("token");
+    assert_ne!(token.trim(), lab.admin_token());
+    let config =
+        std::fs::read_to_string(lab.lab_dir().join("prometheus/prometheus.yml")).expect("config");
+    assert!(!config.contains(&lab.admin_token()), "{config}");
+    let claims: Value = {
+        use base64::Engine;
+        let payload = token.trim().split('.').nth(1).expect("a JWT");
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64");
+        serde_json::from_slice(&raw).expect("claims")
+    };
+    assert_eq!(
+        claims["sub"],
+        "system:serviceaccount:kube-system:prometheus"
+    );
+    // That token reads metrics and nothing else.
+    let metrics = lab.https_get(9102, "/metrics", Some(token.trim()));
+    assert_eq!(metrics.as_ref().map(|m| m.0), Some(200), "{metrics:?}");
+    let pods = lab.https_get(6443, "/api/v1/pods", Some(token.trim()));
+    assert_eq!(pods.as_ref().map(|m| m.0), Some(403), "{pods:?}");
     let leaders = prom_query("skiff_raft_is_leader == 1");
     assert_eq!(leaders.len(), 1, "{leaders:?}");
     for metric in ["apiserver_request_total", "kubelet_running_pods"] {
@@ -250,9 +370,9 @@ fn lab_survives_leader_loss_partition_and_node_loss() {
     };
     let all = [1, 2, 3];
     wait_for("a leader", Duration::from_secs(10), || {
-        leader_among(&all).is_some()
+        leader_among(&lab, &all).is_some()
     });
-    let leader = leader_among(&all).expect("leader");
+    let leader = leader_among(&lab, &all).expect("leader");
 
     // A kubectl write loop through 127.0.0.1:6443 (bounded in count and time).
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -290,7 +410,7 @@ fn lab_survives_leader_loss_partition_and_node_loss() {
     let killed = Instant::now();
     let rest: Vec<usize> = all.iter().copied().filter(|&k| k != leader).collect();
     wait_for("a new leader", Duration::from_secs(10), || {
-        leader_among(&rest).is_some()
+        leader_among(&lab, &rest).is_some()
     });
     eprintln!("new leader after {:.2} s", killed.elapsed().as_secs_f64());
     let before = count();
@@ -315,7 +435,7 @@ fn lab_survives_leader_loss_partition_and_node_loss() {
         "the restarted node to catch up",
         Duration::from_secs(60),
         || {
-            let out = node_kubectl(leader, &["get", "configmaps", "-o", "name"]);
+            let out = node_kubectl(&lab, leader, &["get", "configmaps", "-o", "name"]);
             let got = String::from_utf8_lossy(&out.stdout).into_owned();
             out.status.success()
                 && acked
@@ -326,9 +446,9 @@ fn lab_survives_leader_loss_partition_and_node_loss() {
 
     // Partition: a follower without its underlay link cannot write; the other two can.
     wait_for("a leader", Duration::from_secs(10), || {
-        leader_among(&all).is_some()
+        leader_among(&lab, &all).is_some()
     });
-    let leader = leader_among(&all).expect("leader");
+    let leader = leader_among(&lab, &all).expect("leader");
     let cut = all
         .iter()
         .copied()
@@ -343,7 +463,7 @@ fn lab_survives_leader_loss_partition_and_node_loss() {
         assert!(ok, "ip link set {port} {state}");
     };
     link("down");
-    let refused = node_kubectl(cut, &["create", "configmap", "cut-off"]);
+    let refused = node_kubectl(&lab, cut, &["create", "configmap", "cut-off"]);
     assert!(
         !refused.status.success(),
         "a cut-off node wrote: {}",
@@ -363,7 +483,7 @@ fn lab_survives_leader_loss_partition_and_node_loss() {
         "the cut-off node to converge",
         Duration::from_secs(60),
         || {
-            node_kubectl(cut, &["get", "configmap", "majority"])
+            node_kubectl(&lab, cut, &["get", "configmap", "majority"])
                 .status
                 .success()
         },

@@ -402,9 +402,7 @@ async fn a_deployment_created_with_kubectl_becomes_ready() {
         }
     }
     // The node's metrics count the pods and report container usage from cgroups.
-    let (_, metrics) = host
-        .http_get("127.0.0.1:9101", "/metrics")
-        .expect("metrics");
+    let (_, metrics) = host.metrics().expect("metrics");
     assert!(
         metrics.lines().any(|l| l == "kubelet_running_pods 3"),
         "{metrics}"
@@ -614,9 +612,7 @@ async fn init_containers_configmaps_secrets_and_env_reach_the_app() {
         .and_then(|st| st.terminated.as_ref())
         .is_some_and(|t| t.exit_code == 0 && t.reason.as_deref() == Some("Completed"))));
     // The memory limit is the container's cgroup limit.
-    let (_, metrics) = host
-        .http_get("127.0.0.1:9101", "/metrics")
-        .expect("metrics");
+    let (_, metrics) = host.metrics().expect("metrics");
     assert!(
         metrics
             .lines()

@@ -1,6 +1,9 @@
 //! The kubelet server (container logs, exec) against a real runc container, directly and
 //! through the API server with real kubectl. Needs root, runc and busybox-static; skipped
 //! without them unless `SKIFF_E2E_REQUIRED=1`.
+//!
+//! The kubelet port is HTTPS with the node's certificate and takes only callers with a
+//! client certificate of the cluster CA in `skiff:servers` or `system:masters`.
 
 #[path = "common/runc.rs"]
 mod runc;
@@ -10,11 +13,13 @@ mod servers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use skiff::node::{ContainerRecord, NodeDirs, PodRecord};
+use skiff::pki::{Ca, KeyedCert, Leaf};
 use tempfile::TempDir;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -31,6 +36,131 @@ fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+const SERVERS: &str = "skiff:servers";
+const MASTERS: &str = "system:masters";
+const NODES: &str = "system:nodes";
+/// The node the tests' kubelet serves.
+const NODE: &str = "kubelet-1";
+
+/// A cluster CA (a throwaway one, or a started server's) and what it issues.
+struct Pki {
+    ca: Ca,
+}
+
+impl Pki {
+    fn generate() -> Pki {
+        install_crypto();
+        Pki {
+            ca: Ca::generate("node-server-test").expect("CA"),
+        }
+    }
+
+    /// The CA of a server's data dir (`pki/ca.crt`, `pki/ca.key`).
+    fn of_server(data_dir: &Path) -> Pki {
+        install_crypto();
+        let read = |f: &str| std::fs::read_to_string(data_dir.join("pki").join(f)).expect(f);
+        Pki {
+            ca: Ca::from_pem(&read("ca.crt"), &read("ca.key")).expect("CA"),
+        }
+    }
+
+    fn issue(&self, cn: &str, org: &str) -> KeyedCert {
+        let (cert, key) = self
+            .ca
+            .issue(&Leaf {
+                common_name: cn.into(),
+                organization: Some(org.into()),
+                dns_names: vec!["localhost".into()],
+                ips: vec![[127, 0, 0, 1].into()],
+            })
+            .expect("issue");
+        KeyedCert { cert, key }
+    }
+
+    /// The kubelet port's TLS, with a node certificate for 127.0.0.1.
+    fn kubelet_tls(&self) -> rustls::ServerConfig {
+        let node = self.issue(&format!("system:node:{NODE}"), NODES);
+        skiff::node::server::tls_config(&self.ca.cert_pem, &node).expect("kubelet TLS")
+    }
+
+    /// A client trusting this CA, presenting a certificate for `cn` in `org` (or none).
+    fn client(&self, who: Option<(&str, &str)>) -> Client {
+        let cert = who.map(|(cn, org)| self.issue(cn, org));
+        let tls = skiff::pki::tls::client_config(
+            &self.ca.cert_pem,
+            cert.as_ref().map(|c| (c.cert.as_str(), c.key.as_str())),
+        )
+        .expect("client TLS");
+        Client::new(tls, None)
+    }
+}
+
+/// An HTTPS and WebSocket-over-TLS client, with a bearer token if given.
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(tls: rustls::ClientConfig, token: Option<String>) -> Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &token {
+            headers.insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("header"),
+            );
+        }
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls.clone())
+            .default_headers(headers)
+            .build()
+            .expect("reqwest client");
+        Client {
+            http,
+            tls: Arc::new(tls),
+            token,
+        }
+    }
+
+    /// The admin of a started server (its CA and admin token).
+    fn admin(data_dir: &Path) -> Client {
+        install_crypto();
+        let read = |f: &str| std::fs::read_to_string(data_dir.join("pki").join(f)).expect(f);
+        let tls = skiff::pki::tls::client_config(&read("ca.crt"), None).expect("client TLS");
+        Client::new(tls, Some(read("admin.token").trim().to_string()))
+    }
+}
+
+type Wss =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket over TLS to a `wss://` URL.
+async fn ws_connect(
+    client: &Client,
+    url: &str,
+    protocols: &str,
+) -> Result<(Wss, tungstenite::handshake::client::Response), tungstenite::Error> {
+    let mut req = url.into_client_request()?;
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocols.parse().expect("header"));
+    if let Some(t) = &client.token {
+        req.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    let host = req.uri().host().expect("host").to_string();
+    let port = req.uri().port_u16().expect("port");
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let name = rustls::pki_types::ServerName::try_from(host).expect("server name");
+    let tls = tokio_rustls::TlsConnector::from(client.tls.clone())
+        .connect(name, tcp)
+        .await?;
+    tokio_tungstenite::client_async(req, tls).await
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -40,18 +170,20 @@ fn free_port() -> u16 {
 
 /// A kubelet server over a node directory holding one pod `namespace/name` with a running
 /// container: `main` (attempt 1, with a previous log) and `side` (attempt 0), both backed by
-/// the same runc container.
+/// the same runc container. `client` is an API server's (O=skiff:servers).
 struct Node {
     dirs: NodeDirs,
     uid: String,
     port: u16,
+    client: Client,
     server: actix_web::dev::ServerHandle,
     container: runc::Container,
     _dir: TempDir,
 }
 
 impl Node {
-    async fn start(namespace: &str, name: &str) -> Node {
+    /// With certificates of `pki`.
+    async fn start(namespace: &str, name: &str, pki: &Pki) -> Node {
         install_crypto();
         let dir = tempfile::tempdir().expect("tempdir");
         let dirs = NodeDirs {
@@ -84,6 +216,7 @@ impl Node {
             ([127, 0, 0, 1], port).into(),
             dirs.clone(),
             PathBuf::from(runc::RUNC),
+            pki.kubelet_tls(),
         )
         .expect("serve");
         let handle = server.handle();
@@ -92,20 +225,21 @@ impl Node {
             dirs,
             uid,
             port,
+            client: pki.client(Some(("n1", SERVERS))),
             server: handle,
             container,
             _dir: dir,
         };
-        let deadline = Instant::now() + WAIT;
-        while reqwest::get(node.url("/healthz")).await.is_err() {
-            assert!(Instant::now() < deadline, "kubelet server not up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_up(&node.client, port).await;
         node
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        get(&self.client, &self.url(path)).await
     }
 
     fn log_file(&self) -> PathBuf {
@@ -117,8 +251,47 @@ impl Node {
     }
 }
 
-async fn get(url: &str) -> (u16, String) {
-    let resp = reqwest::get(url).await.expect("GET");
+/// A kubelet server over an empty node directory (no pods): (port, handle, its directory).
+async fn bare_kubelet(tls: rustls::ServerConfig) -> (u16, actix_web::dev::ServerHandle, TempDir) {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dirs = NodeDirs {
+        state: dir.path().join("state"),
+        run: dir.path().join("run"),
+    };
+    let port = free_port();
+    let server = skiff::node::server::serve(
+        ([127, 0, 0, 1], port).into(),
+        dirs,
+        PathBuf::from(runc::RUNC),
+        tls,
+    )
+    .expect("serve");
+    let handle = server.handle();
+    tokio::spawn(server);
+    // Up when it completes a handshake (whatever it answers).
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "kubelet server not up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (port, handle, dir)
+}
+
+async fn wait_up(client: &Client, port: u16) {
+    let deadline = Instant::now() + WAIT;
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    while client.http.get(&url).send().await.is_err() {
+        assert!(Instant::now() < deadline, "kubelet server not up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn get(client: &Client, url: &str) -> (u16, String) {
+    let resp = client.http.get(url).send().await.expect("GET");
     let code = resp.status().as_u16();
     (code, resp.text().await.expect("body"))
 }
@@ -148,14 +321,12 @@ impl Exec {
 /// Connects offering `protocols`, sends `frames` (channel byte first), and reads until the
 /// server closes.
 async fn ws_exec(
+    client: &Client,
     url: &str,
     protocols: &str,
     frames: &[Vec<u8>],
 ) -> Result<Exec, tungstenite::Error> {
-    let mut req = url.into_client_request()?;
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", protocols.parse().expect("header"));
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await?;
+    let (mut ws, resp) = ws_connect(client, url, protocols).await?;
     let mut out = Exec {
         protocol: resp
             .headers()
@@ -193,7 +364,7 @@ fn exec_url(port: u16, path: &str, command: &[&str], flags: &str) -> String {
         .iter()
         .map(|c| format!("command={}&", urlencode(c)))
         .collect();
-    format!("ws://127.0.0.1:{port}{path}?{cmd}{flags}")
+    format!("wss://127.0.0.1:{port}{path}?{cmd}{flags}")
 }
 
 fn urlencode(s: &str) -> String {
@@ -205,50 +376,117 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// Needs neither root nor runc: nothing is run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubelet_port_takes_only_api_servers_and_masters() {
+    let pki = Pki::generate();
+    let (port, server, _dir) = bare_kubelet(pki.kubelet_tls()).await;
+    let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
+    let logs = url("/containerLogs/default/web/main");
+    let exec = format!("wss://127.0.0.1:{port}/exec/default/web/main?command=true&stdout=1");
+
+    // API servers and the privileged group: through to the handlers (no such pod).
+    for who in [("n1", SERVERS), ("admin", MASTERS)] {
+        let client = pki.client(Some(who));
+        let (code, body) = get(&client, &logs).await;
+        assert_eq!(code, 404, "{who:?}: {body}");
+        assert_eq!(status_of(&body)["reason"], "NotFound");
+        match ws_exec(&client, &exec, "v5.channel.k8s.io", &[]).await {
+            Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 404),
+            other => panic!("{who:?}: {other:?}"),
+        }
+    }
+
+    // Another certificate of the CA (a node, a user): health only.
+    for who in [("system:node:other", NODES), ("alice", "developers")] {
+        let client = pki.client(Some(who));
+        assert_eq!(get(&client, &url("/healthz")).await, (200, "ok".into()));
+        let (code, body) = get(&client, &logs).await;
+        assert_eq!(code, 403, "{who:?}: {body}");
+        let status = status_of(&body);
+        assert_eq!(status["reason"], "Forbidden");
+        assert_eq!(
+            status["message"],
+            format!(
+                "Forbidden (user={}, verb=get, resource=nodes, subresource=proxy)",
+                who.0
+            )
+        );
+        let (code, _) = get(&client, &url("/nope")).await;
+        assert_eq!(code, 403);
+        match ws_exec(&client, &exec, "v5.channel.k8s.io", &[]).await {
+            Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 403),
+            other => panic!("{who:?}: {other:?}"),
+        }
+    }
+
+    // No client certificate, or one of another CA (even in skiff:servers): no handshake.
+    let foreign = Pki::generate().issue("n1", SERVERS);
+    let strangers = [
+        pki.client(None),
+        Client::new(
+            skiff::pki::tls::client_config(&pki.ca.cert_pem, Some((&foreign.cert, &foreign.key)))
+                .expect("client TLS"),
+            None,
+        ),
+    ];
+    for client in strangers {
+        for path in ["/healthz", "/containerLogs/default/web/main"] {
+            let res = client.http.get(url(path)).send().await;
+            assert!(res.is_err(), "{path}: {res:?}");
+        }
+        assert!(ws_exec(&client, &exec, "v5.channel.k8s.io", &[])
+            .await
+            .is_err());
+    }
+    // Plain HTTP: no answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await;
+    assert!(plain.map(|r| r.status().as_u16() != 200).unwrap_or(true));
+    server.stop(false).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_plain_timestamps_tail_previous_limit_and_errors() {
     if !runc::available() {
         return;
     }
-    let node = Node::start("default", "web").await;
+    let node = Node::start("default", "web", &Pki::generate()).await;
     let logs = "/containerLogs/default/web";
     assert_eq!(
-        get(&node.url(&format!("{logs}/main"))).await,
+        node.get(&format!("{logs}/main")).await,
         (200, "one\ntwo\nthree\n".into())
     );
-    let (code, body) = get(&node.url(&format!("{logs}/main?timestamps=true"))).await;
+    let (code, body) = node.get(&format!("{logs}/main?timestamps=true")).await;
     assert_eq!(code, 200);
     assert_eq!(
         body,
         "2020-01-02T03:04:05.000000001Z one\n2020-01-02T03:04:05.000000002Z two\n2020-01-02T03:04:05.000000003Z three\n"
     );
     assert_eq!(
-        get(&node.url(&format!("{logs}/main?tailLines=2"))).await.1,
+        node.get(&format!("{logs}/main?tailLines=2")).await.1,
         "two\nthree\n"
     );
+    assert_eq!(node.get(&format!("{logs}/main?tailLines=0")).await.1, "");
     assert_eq!(
-        get(&node.url(&format!("{logs}/main?tailLines=0"))).await.1,
-        ""
-    );
-    assert_eq!(
-        get(&node.url(&format!("{logs}/main?limitBytes=6"))).await.1,
+        node.get(&format!("{logs}/main?limitBytes=6")).await.1,
         "one\ntw"
     );
     assert_eq!(
-        get(&node.url(&format!("{logs}/main?previous=true"))).await,
+        node.get(&format!("{logs}/main?previous=true")).await,
         (200, "before restart\n".into())
     );
     // Only lines newer than the cutoff: the fixed ones are from 2020.
     let now = jiff::Timestamp::now();
     std::fs::write(node.log_file(), format!("{LOG}{now} stdout F fresh\n")).expect("append");
     assert_eq!(
-        get(&node.url(&format!("{logs}/main?sinceSeconds=60")))
-            .await
-            .1,
+        node.get(&format!("{logs}/main?sinceSeconds=60")).await.1,
         "fresh\n"
     );
 
-    let (code, body) = get(&node.url(&format!("{logs}/side?previous=true"))).await;
+    let (code, body) = node.get(&format!("{logs}/side?previous=true")).await;
     assert_eq!(code, 400, "{body}");
     assert_eq!(status_of(&body)["reason"], "BadRequest");
     assert!(body.contains("previous terminated container"), "{body}");
@@ -257,7 +495,7 @@ async fn logs_plain_timestamps_tail_previous_limit_and_errors() {
         "/containerLogs/other/web/main",
         "/containerLogs/default/web/nope",
     ] {
-        let (code, body) = get(&node.url(path)).await;
+        let (code, body) = node.get(path).await;
         assert_eq!(code, 404, "{path}: {body}");
         let s = status_of(&body);
         assert_eq!(
@@ -265,7 +503,7 @@ async fn logs_plain_timestamps_tail_previous_limit_and_errors() {
             (Some("Status"), Some("NotFound"))
         );
     }
-    assert_eq!(get(&node.url("/healthz")).await, (200, "ok".into()));
+    assert_eq!(node.get("/healthz").await, (200, "ok".into()));
     node.stop().await;
 }
 
@@ -288,8 +526,12 @@ async fn follow_streams_appended_lines_until_the_container_exits() {
     if !runc::available() {
         return;
     }
-    let node = Node::start("default", "web").await;
-    let mut resp = reqwest::get(node.url("/containerLogs/default/web/main?follow=true"))
+    let node = Node::start("default", "web", &Pki::generate()).await;
+    let mut resp = node
+        .client
+        .http
+        .get(node.url("/containerLogs/default/web/main?follow=true"))
+        .send()
         .await
         .expect("GET follow");
     assert_eq!(resp.status().as_u16(), 200);
@@ -325,10 +567,11 @@ async fn exec_runs_commands_with_stdio_and_exit_codes() {
     if !runc::available() {
         return;
     }
-    let node = Node::start("default", "web").await;
+    let node = Node::start("default", "web", &Pki::generate()).await;
     let path = "/exec/default/web/main";
 
     let r = ws_exec(
+        &node.client,
         &exec_url(
             node.port,
             path,
@@ -346,6 +589,7 @@ async fn exec_runs_commands_with_stdio_and_exit_codes() {
 
     // stdin, then a v5 close of stdin: cat sees end-of-file and the shell exits 3.
     let r = ws_exec(
+        &node.client,
         &exec_url(
             node.port,
             path,
@@ -369,6 +613,7 @@ async fn exec_runs_commands_with_stdio_and_exit_codes() {
 
     // v4 has no stream close: the command runs without stdin.
     let r = ws_exec(
+        &node.client,
         &exec_url(node.port, path, &["sh", "-c", "exit 7"], "stdout=1"),
         "v4.channel.k8s.io",
         &[],
@@ -380,6 +625,7 @@ async fn exec_runs_commands_with_stdio_and_exit_codes() {
 
     // The oldest protocol reports only failures, as text.
     let r = ws_exec(
+        &node.client,
         &exec_url(node.port, path, &["sh", "-c", "exit 4"], "stdout=1"),
         "channel.k8s.io",
         &[],
@@ -395,18 +641,16 @@ async fn exec_runs_commands_with_stdio_and_exit_codes() {
     assert!(text.ends_with("exit code 4"), "{text}");
 
     // A client that leaves stops its command.
-    let mut req = exec_url(node.port, path, &["sleep", "1001"], "stdout=1")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "v5.channel.k8s.io".parse().expect("header"),
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
+    let (ws, _) = ws_connect(
+        &node.client,
+        &exec_url(node.port, path, &["sleep", "1001"], "stdout=1"),
+        "v5.channel.k8s.io",
+    )
+    .await
+    .expect("connect");
     let ps = || async {
         ws_exec(
+            &node.client,
             &exec_url(node.port, path, &["ps"], "stdout=1"),
             "v5.channel.k8s.io",
             &[],
@@ -431,7 +675,7 @@ async fn exec_runs_commands_with_stdio_and_exit_codes() {
         exec_url(node.port, "/exec/default/web/nope", &["true"], "stdout=1"),
         exec_url(node.port, path, &[], "stdout=1"),
     ] {
-        match ws_exec(&url, "v5.channel.k8s.io", &[]).await {
+        match ws_exec(&node.client, &url, "v5.channel.k8s.io", &[]).await {
             Err(tungstenite::Error::Http(resp)) => {
                 assert!(resp.status().is_client_error(), "{url}: {}", resp.status())
             }
@@ -446,8 +690,9 @@ async fn exec_with_a_terminal_applies_resizes() {
     if !runc::available() {
         return;
     }
-    let node = Node::start("default", "web").await;
+    let node = Node::start("default", "web", &Pki::generate()).await;
     let r = ws_exec(
+        &node.client,
         &exec_url(
             node.port,
             "/exec/default/web/main",
@@ -525,12 +770,16 @@ async fn api_server_proxies_logs_and_exec_for_kubectl() {
     if !runc::available() {
         return;
     }
-    let node = Node::start("proxy", "web").await;
     let servers = tokio::task::spawn_blocking(|| servers::Servers::start(1, ""))
         .await
         .expect("servers");
-    let api = servers.url(0);
-    let http = reqwest::Client::new();
+    // The kubelet's certificate is from the server's CA, as an agent's would be.
+    let node = Node::start("proxy", "web", &Pki::of_server(&servers.data_dir(0))).await;
+    // A kubelet whose certificate is from another CA: the API server must not talk to it.
+    let (rogue_port, rogue, _rogue_dir) = bare_kubelet(Pki::generate().kubelet_tls()).await;
+    let api = format!("https://127.0.0.1:{}", servers.nodes[0].api);
+    let admin = Client::admin(&servers.data_dir(0));
+    let http = admin.http.clone();
     let post = |path: &str, body: Value| {
         http.post(format!("{api}{path}"))
             .header("content-type", "application/json")
@@ -553,15 +802,25 @@ async fn api_server_proxies_logs_and_exec_for_kubectl() {
     });
     let created = post("/api/v1/nodes", node_obj).await.expect("node");
     assert!(created.status().is_success(), "{:?}", created.text().await);
-    for (name, containers) in [
-        ("web", vec!["main"]),
-        ("multi", vec!["main", "side"]),
-        ("pending", vec!["main"]),
+    let rogue_obj = json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "rogue"},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": rogue_port}},
+        },
+    });
+    let created = post("/api/v1/nodes", rogue_obj).await.expect("node");
+    assert!(created.status().is_success(), "{:?}", created.text().await);
+    for (name, containers, node_name) in [
+        ("web", vec!["main"], NODE),
+        ("multi", vec!["main", "side"], NODE),
+        ("pending", vec!["main"], NODE),
+        ("elsewhere", vec!["main"], "rogue"),
     ] {
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {
-                "nodeName": "kubelet-1",
+                "nodeName": node_name,
                 "containers": containers.iter().map(|c| json!({"name": c, "image": "busybox"})).collect::<Vec<_>>(),
             },
         });
@@ -583,33 +842,58 @@ async fn api_server_proxies_logs_and_exec_for_kubectl() {
 
     // Straight HTTP: the container choice and its errors.
     let logs = |q: &str| format!("{api}/api/v1/namespaces/proxy/pods/{q}");
+    let get = |url: String| {
+        let admin = admin.clone();
+        async move { get(&admin, &url).await }
+    };
     assert_eq!(
-        get(&logs("web/log")).await,
+        get(logs("web/log")).await,
         (200, "one\ntwo\nthree\n".into())
     );
     assert_eq!(
-        get(&logs("web/log?container=main&tailLines=1")).await.1,
+        get(logs("web/log?container=main&tailLines=1")).await.1,
         "three\n"
     );
-    let (code, body) = get(&logs("multi/log")).await;
+    let (code, body) = get(logs("multi/log")).await;
     assert_eq!(code, 400, "{body}");
     assert_eq!(
         status_of(&body)["message"],
         "a container name must be specified for pod multi, choose one of: [main side]"
     );
-    let (code, body) = get(&logs("missing/log")).await;
+    let (code, body) = get(logs("missing/log")).await;
     assert_eq!(
         (code, status_of(&body)["reason"].as_str()),
         (404, Some("NotFound"))
     );
     // The kubelet's own 404 (it has no pod "multi") comes through as it said it.
-    let (code, body) = get(&logs("multi/log?container=side")).await;
+    let (code, body) = get(logs("multi/log?container=side")).await;
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("proxy/multi"), "{body}");
+    // A kubelet with a certificate of another CA is not spoken to.
+    let (code, body) = get(logs("elsewhere/log")).await;
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        body.contains("error trying to reach the kubelet") && body.contains("certificate"),
+        "{body}"
+    );
+    let exec = ws_exec(
+        &admin,
+        &format!(
+            "{}/api/v1/namespaces/proxy/pods/elsewhere/exec?command=true&stdout=1",
+            api.replace("https", "wss")
+        ),
+        "v5.channel.k8s.io",
+        &[],
+    )
+    .await
+    .expect("exec answered");
+    let failure = String::from_utf8_lossy(&exec.status).into_owned();
+    assert!(failure.contains("certificate"), "{failure}");
     let refused = ws_exec(
+        &admin,
         &format!(
             "{}/api/v1/namespaces/proxy/pods/pending/exec?command=true&stdout=1",
-            api.replace("http", "ws")
+            api.replace("https", "wss")
         ),
         "v5.channel.k8s.io",
         &[],
@@ -676,6 +960,7 @@ async fn api_server_proxies_logs_and_exec_for_kubectl() {
         follow_with_kubectl(&node, &k, &kubeconfig).await;
     }
     drop(servers);
+    rogue.stop(false).await;
     node.stop().await;
 }
 

@@ -237,10 +237,7 @@ async fn published(lab: &Lab, name: &str) -> (String, String) {
 }
 
 fn scrape(lab: &Lab, k: usize) -> String {
-    lab.host(k)
-        .http_get("127.0.0.1:9101", "/metrics")
-        .map(|(_, b)| b)
-        .unwrap_or_default()
+    lab.host(k).metrics().map(|(_, b)| b).unwrap_or_default()
 }
 
 fn metric(text: &str, series: &str) -> f64 {

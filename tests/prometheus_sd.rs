@@ -6,9 +6,7 @@
 #[allow(dead_code)]
 mod servers;
 
-use std::io::{Read, Write};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -24,21 +22,12 @@ fn cluster() -> &'static Servers {
     CLUSTER.get_or_init(|| Servers::start(3, "[controllers]\nenabled = false\n"))
 }
 
-/// (status code, Content-Type, body) of a plain HTTP/1.0 request to replica `i`.
+/// (status code, Content-Type, body) of a request to replica `i`, as the admin.
 fn http(i: usize, method: &str, path: &str) -> (u16, String, String) {
-    let port = cluster().nodes[i].api;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(s, "{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").expect("request");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("headers end");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
+    let c = cluster();
+    let addr = format!("127.0.0.1:{}", c.nodes[i].api);
+    let (code, head, body) =
+        servers::tls::request(&addr, method, path, Some(&c.admin_token())).expect("response");
     let content_type = head
         .lines()
         .find_map(|l| {
@@ -47,7 +36,7 @@ fn http(i: usize, method: &str, path: &str) -> (u16, String, String) {
                 .then(|| v.trim().to_string())
         })
         .unwrap_or_default();
-    (code, content_type, body.to_string())
+    (code, content_type, body)
 }
 
 /// The SD list as served by replica `i`.
@@ -131,8 +120,8 @@ async fn nodes_are_listed_at_their_internal_ip_and_metrics_port() {
         assert_eq!(
             ours,
             vec![
-                &json!({"targets": ["10.90.1.1:9101"], "labels": {"job": "skiff-nodes", "node": "sd-n1", "__metrics_path__": "/metrics"}}),
-                &json!({"targets": ["10.90.1.2:9202"], "labels": {"job": "skiff-nodes", "node": "sd-n2", "__metrics_path__": "/metrics"}}),
+                &json!({"targets": ["10.90.1.1:9101"], "labels": {"job": "skiff-nodes", "node": "sd-n1", "__metrics_path__": "/metrics", "__scheme__": "https"}}),
+                &json!({"targets": ["10.90.1.2:9202"], "labels": {"job": "skiff-nodes", "node": "sd-n2", "__metrics_path__": "/metrics", "__scheme__": "https"}}),
             ],
             "replica {i}"
         );

@@ -1,10 +1,13 @@
 //! The `skiff` binary: configuration layers and errors, health and metrics, data dir checks.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "common/tls.rs"]
+#[allow(dead_code)]
+mod tls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_skiff");
 
@@ -28,16 +31,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A plain HTTP/1.0 GET: (status, body).
+/// An HTTPS GET (every port of a server speaks TLS): (status, body).
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
+    tls::get(port, path, None)
 }
 
 struct Server {
@@ -251,7 +247,10 @@ fn server_reports_health_and_metrics_and_stops_on_sigterm() {
     let mut s = Server::start(&dir.path().join("data"), &[]);
     s.wait_ready();
     assert_eq!(http_get(s.http, "/healthz").map(|r| r.0), Some(200));
-    let (code, metrics) = http_get(s.http, "/metrics").expect("metrics");
+    // Metrics need credentials; the admin token is in the data dir.
+    assert_eq!(http_get(s.http, "/metrics").map(|r| r.0), Some(401));
+    let token = std::fs::read_to_string(dir.path().join("data/pki/admin.token")).expect("token");
+    let (code, metrics) = tls::get(s.http, "/metrics", Some(token.trim())).expect("metrics");
     assert_eq!(code, 200);
     for needle in [
         "skiff_raft_is_leader 1",
@@ -308,6 +307,20 @@ fn first_file(dir: &Path, ext: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| panic!("no .{ext} file in {}", dir.display()))
 }
 
+/// The newest (by name: index-term) file with extension `ext`: the one a replica loads.
+fn last_file(dir: &Path, ext: &str) -> std::path::PathBuf {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    files
+        .pop()
+        .unwrap_or_else(|| panic!("no .{ext} file in {}", dir.display()))
+}
+
 fn overwrite(path: &Path, at: u64, bytes: &[u8]) {
     use std::io::{Seek, SeekFrom};
     let mut f = std::fs::OpenOptions::new()
@@ -351,7 +364,7 @@ fn damaged_or_foreign_data_dir_makes_the_server_exit_with_a_clear_message() {
         ),
         (
             "snapshot",
-            |d| overwrite(&first_file(&d.join("snap"), "snap"), 14, b"\x00\x01\x02"),
+            |d| overwrite(&last_file(&d.join("snap"), "snap"), 14, b"\x00\x01\x02"),
             &[],
             "snapshot",
         ),

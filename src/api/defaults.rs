@@ -231,6 +231,17 @@ fn pod_spec(spec: &mut Value) {
     default(s, "dnsPolicy", json!("ClusterFirst"));
     default(s, "securityContext", json!({}));
     default(s, "schedulerName", json!("default-scheduler"));
+    // Upstream's conversion: the deprecated `serviceAccount` mirrors `serviceAccountName`
+    // (an old client may have set only `serviceAccount`). Pods get `default` on admission.
+    let account = ["serviceAccountName", "serviceAccount"]
+        .iter()
+        .filter_map(|k| s.get(*k).and_then(Value::as_str))
+        .find(|n| !n.is_empty())
+        .map(String::from);
+    if let Some(a) = account {
+        s.insert("serviceAccountName".into(), json!(a));
+        s.insert("serviceAccount".into(), json!(a));
+    }
     for list in ["initContainers", "containers"] {
         if let Some(Value::Array(cs)) = s.get_mut(list) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {

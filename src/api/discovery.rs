@@ -81,6 +81,7 @@ fn sub_entry(r: &Resource, s: Sub) -> Value {
         Sub::Binding => ("Binding", "", "", &["create"]),
         Sub::Log => ("Pod", "", "", &["get"]),
         Sub::Exec => ("PodExecOptions", "", "", &["create", "get"]),
+        Sub::Token => ("TokenRequest", "authentication.k8s.io", "v1", &["create"]),
     };
     let mut e = json!({
         "name": format!("{}/{}", r.plural, s.name()),

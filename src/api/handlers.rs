@@ -164,6 +164,9 @@ pub fn verb(method: &Method, t: &Target, q: &Query) -> &'static str {
 pub async fn handle(ctx: &Ctx<'_>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let method = ctx.req.method().clone();
     let verb = verb(&method, &ctx.t, &ctx.q);
+    if super::auth::review::is_review(ctx.res()) {
+        return super::auth::review::handle(ctx, verb, payload).await;
+    }
     if let Some(sub) = ctx.t.sub {
         return subresources::handle(ctx, sub, verb, payload).await;
     }
@@ -329,6 +332,7 @@ async fn list(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
 /// Defaults and validates `obj` for writing; returns warnings.
 pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
     defaults::apply(ctx.res().kind, obj);
+    super::auth::rbac::admit(ctx, obj)?;
     if ctx.res().kind == "Pod" {
         defaults::pod_tolerations(obj, ctx.state.toleration_seconds);
     }
@@ -346,6 +350,9 @@ pub async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<HttpResponse
         if let Some(o) = obj.as_object_mut() {
             o.remove("status");
         }
+    }
+    if res.kind == "Pod" {
+        super::serviceaccounts::admit_pod(ctx, &mut obj).await?;
     }
     let warnings = admit(ctx, &mut obj)?;
     match res.kind {
@@ -371,6 +378,9 @@ pub async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<HttpResponse
         .await
         .map_err(|e| ApiError::from_store(e, subject(res, &name)))?;
     object::set_rv(&mut obj, rev);
+    if res.kind == "Namespace" {
+        super::serviceaccounts::ensure_default(&ctx.state.store, &name).await;
+    }
     Ok(respond(ctx, 201, obj, &warnings))
 }
 
@@ -457,7 +467,9 @@ where
         let warnings = if status_only {
             Vec::new()
         } else {
-            admit(ctx, &mut new)?
+            let warnings = admit(ctx, &mut new)?;
+            validate::check_update(ctx.res(), &old, &new)?;
+            warnings
         };
         let written = if service && !removes(&new) {
             let (who, target) = (
@@ -682,6 +694,32 @@ async fn delete_collection(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpRespo
 }
 
 /// Entry point for `/api/...` and `/apis/...` resource paths.
+/// The authorizers' answer for a resource request (`None`: allowed).
+async fn authorize(
+    state: &ApiState,
+    req: &HttpRequest,
+    t: &Target,
+    verb: &str,
+) -> Option<ApiError> {
+    let attrs = super::auth::Attributes {
+        user: super::auth::UserInfo::of(req),
+        verb: verb.into(),
+        resource_request: true,
+        api_group: t.res.group.into(),
+        resource: t.res.plural.into(),
+        subresource: t.sub.map(|s| s.name().to_string()).unwrap_or_default(),
+        // A namespace's own namespace is itself, as upstream.
+        namespace: match (&t.namespace, t.res.plural, &t.name) {
+            (Some(ns), _, _) => ns.clone(),
+            (None, "namespaces", Some(name)) => name.clone(),
+            _ => String::new(),
+        },
+        name: t.name.clone().unwrap_or_default(),
+        path: req.path().into(),
+    };
+    super::auth::authn::refusal(state, &attrs).await
+}
+
 pub async fn resource(
     req: HttpRequest,
     payload: web::Payload,
@@ -700,6 +738,12 @@ pub async fn resource(
         }
     };
     let verb = verb(req.method(), &target, &q);
+    if let Some(refused) = authorize(&state, &req, &target, verb).await {
+        state
+            .metrics
+            .observe(verb, target.res.plural, refused.code(), started);
+        return refused.error_response();
+    }
     let resource = match target.sub {
         Some(s) => format!("{}/{}", target.res.plural, s.name()),
         None => target.res.plural.to_string(),

@@ -1,11 +1,13 @@
 //! The Kubernetes-compatible API server: the only component that touches the store.
 
+mod audit;
 pub mod auth;
 mod body;
 pub mod defaults;
 mod discovery;
 pub use discovery::{KUBE_MAJOR, KUBE_MINOR};
 mod handlers;
+mod join;
 mod limits;
 mod namespaces;
 mod object;
@@ -16,6 +18,7 @@ mod protobuf;
 mod proxy;
 mod resources;
 mod selectors;
+pub mod serviceaccounts;
 mod services;
 mod state;
 mod status;
@@ -31,6 +34,7 @@ use std::sync::Arc;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use prometheus::Registry;
 
+pub use proxy::KubeletTls;
 pub use services::{network as service_network, Bootstrap, ServiceNetwork};
 use state::{ApiMetrics, ApiState};
 
@@ -105,6 +109,14 @@ async fn openapi_v2() -> HttpResponse {
 }
 
 async fn ready(state: web::Data<ApiState>) -> HttpResponse {
+    // Like upstream's rbac/bootstrap-roles hook: not ready before the default roles are
+    // visible to the authorizer, or nodes and users would get 403 for a moment.
+    let snap = state.rbac.snapshot();
+    if !state.rbac.synced() || snap.cluster_role_rules("system:node").is_none() {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("[-]poststarthook/rbac/bootstrap-roles failed: not finished\n");
+    }
     crate::metrics::readiness(&state.health)
 }
 
@@ -114,11 +126,13 @@ async fn metrics_text(state: web::Data<ApiState>) -> HttpResponse {
         .body(crate::metrics::render(&state.registry))
 }
 
-/// Creates what a new cluster has (the system namespaces, the `kubernetes` and `kube-dns`
-/// Services) and lists this server in the `kubernetes` Service's endpoints; retried until the
-/// store takes writes.
+/// Creates what a new cluster has (the system namespaces, the default RBAC roles and
+/// bindings, the `kubernetes` and `kube-dns` Services) and lists this server in the
+/// `kubernetes` Service's endpoints; retried until the store takes writes.
 pub async fn bootstrap(store: StoreClient, services: Bootstrap) {
     namespaces::bootstrap(store.clone()).await;
+    serviceaccounts::bootstrap(store.clone()).await;
+    auth::roles::bootstrap(store.clone()).await;
     services::bootstrap(store, services).await;
 }
 
@@ -126,7 +140,19 @@ async fn unknown() -> HttpResponse {
     path::not_found().error_response()
 }
 
+/// TLS and authentication of the API port.
+pub struct Security {
+    /// Serving certificate; client certificates from the cluster CA are optional.
+    pub tls: rustls::ServerConfig,
+    pub keys: crate::pki::TokenKeys,
+    /// Answers joining servers and agents (servers only).
+    pub join: crate::pki::join::JoinService,
+    /// The client side of kubelets' TLS (`KubeletTls::new(ca, server certificate)`).
+    pub kubelet_tls: KubeletTls,
+}
+
 /// Binds the API on `addr`; the server is returned unstarted (spawn or await it).
+#[allow(clippy::too_many_arguments)]
 pub fn serve(
     addr: SocketAddr,
     store: StoreClient,
@@ -135,11 +161,19 @@ pub fn serve(
     toleration_seconds: u64,
     services: ServiceNetwork,
     limits: &crate::config::ApiConfig,
+    security: Security,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let token_keys = security.keys.clone();
+    let authn = web::Data::new(auth::authn::Authn {
+        keys: security.keys,
+        store: store.clone(),
+    });
+    let join = web::Data::new(security.join);
     let limiter = limits::Limiter::new(limits, &registry)
         .map_err(|e| std::io::Error::other(format!("API metrics: {e}")))?;
     let metrics = ApiMetrics::register(&registry)
         .map_err(|e| std::io::Error::other(format!("API metrics: {e}")))?;
+    let auditor = audit::Auditor::start(limits, &registry)?;
     let state = web::Data::new(ApiState {
         store,
         health,
@@ -147,11 +181,26 @@ pub fn serve(
         registry,
         toleration_seconds,
         services,
+        rbac: auth::rbac_cache::RbacCache::new(),
+        kubelet_tls: security.kubelet_tls,
+        keys: token_keys,
     });
+    state.rbac.start(state.store.clone());
     let server = HttpServer::new(move || {
+        // The last `.wrap` is the outermost: the audit log sees every request, refused ones
+        // too; `audit::tap` stays the first (innermost).
         App::new()
+            .wrap(actix_web::middleware::from_fn(audit::tap))
             .wrap(actix_web::middleware::from_fn(limits::admit))
+            // Outside the limits: the per-user watch limit needs the user.
+            .wrap(actix_web::middleware::from_fn(auth::authn::authenticate))
+            .wrap(actix_web::middleware::from_fn(audit::record))
+            .app_data(authn.clone())
+            .app_data(join.clone())
+            .route(crate::pki::join::CACERTS_PATH, web::get().to(join::cacerts))
+            .route(crate::pki::join::JOIN_PATH, web::post().to(join::join))
             .app_data(web::Data::new(limiter.clone()))
+            .app_data(web::Data::new(auditor.clone()))
             .app_data(state.clone())
             .route("/version", web::get().to(version))
             .route("/healthz", web::get().to(crate::metrics::live))
@@ -175,7 +224,13 @@ pub fn serve(
     })
     .workers(2)
     .disable_signals()
-    .bind(addr)
+    .on_connect(auth::authn::on_connect)
+    // Under a burst of new connections handshakes queue for the CPU; actix's 3 s default
+    // would drop them without an answer.
+    .tls_handshake_timeout(std::time::Duration::from_secs(15))
+    // The same for the request head after the handshake (actix's default is 5 s).
+    .client_request_timeout(std::time::Duration::from_secs(30))
+    .bind_rustls_0_23(addr, security.tls)
     .map_err(|e| std::io::Error::new(e.kind(), format!("bind api_addr {addr}: {e}")))?
     .run();
     Ok(server)

@@ -86,10 +86,12 @@ fn node_group(node: &Value) -> Option<TargetGroup> {
         );
         return None;
     };
+    // Node metrics ports are HTTPS (certificates of the cluster CA).
     let labels = vec![
         ("job", "skiff-nodes"),
         ("node", name),
         (METRICS_PATH_LABEL, DEFAULT_PATH),
+        ("__scheme__", "https"),
     ];
     Some(group(host_port(ip, port), labels))
 }
@@ -285,7 +287,8 @@ mod tests {
                     labels: labels(&[
                         ("job", "skiff-nodes"),
                         ("node", "n1"),
-                        ("__metrics_path__", "/metrics")
+                        ("__metrics_path__", "/metrics"),
+                        ("__scheme__", "https")
                     ]),
                 },
                 TargetGroup {
@@ -293,7 +296,8 @@ mod tests {
                     labels: labels(&[
                         ("job", "skiff-nodes"),
                         ("node", "n2"),
-                        ("__metrics_path__", "/metrics")
+                        ("__metrics_path__", "/metrics"),
+                        ("__scheme__", "https")
                     ]),
                 },
             ]
@@ -381,7 +385,7 @@ mod tests {
         let groups = target_groups(&[node("n1", "10.0.0.1", Some("9101"))], &[]);
         assert_eq!(
             serde_json::to_value(&groups).expect("json"),
-            json!([{"targets": ["10.0.0.1:9101"], "labels": {"job": "skiff-nodes", "node": "n1", "__metrics_path__": "/metrics"}}])
+            json!([{"targets": ["10.0.0.1:9101"], "labels": {"job": "skiff-nodes", "node": "n1", "__metrics_path__": "/metrics", "__scheme__": "https"}}])
         );
     }
 }

@@ -9,6 +9,8 @@ pub enum Sub {
     Binding,
     Log,
     Exec,
+    /// `serviceaccounts/token`: TokenRequest (`api::serviceaccounts`).
+    Token,
 }
 
 impl Sub {
@@ -19,6 +21,7 @@ impl Sub {
             Sub::Binding => "binding",
             Sub::Log => "log",
             Sub::Exec => "exec",
+            Sub::Token => "token",
         }
     }
 }
@@ -186,7 +189,7 @@ pub static RESOURCES: &[Resource] = &[
         true,
         &["sa"],
         NONE_CAT,
-        NONE,
+        &[Sub::Token],
         false
     ),
     res!(
@@ -333,6 +336,99 @@ pub static RESOURCES: &[Resource] = &[
         NONE,
         false
     ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "roles",
+        "role",
+        "Role",
+        true,
+        NONE_CAT,
+        NONE_CAT,
+        NONE,
+        false
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        NONE_CAT,
+        NONE_CAT,
+        NONE,
+        false
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        NONE_CAT,
+        NONE_CAT,
+        NONE,
+        false
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        NONE_CAT,
+        NONE_CAT,
+        NONE,
+        false
+    ),
+    // Reviews: answered, never stored (`auth::review`); create only.
+    res!(
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        false,
+        NONE_CAT,
+        NONE_CAT,
+        NONE,
+        false
+    ),
+    res!(
+        "authorization.k8s.io",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        "SelfSubjectRulesReview",
+        false,
+        NONE_CAT,
+        NONE_CAT,
+        NONE,
+        false
+    ),
+    res!(
+        "authentication.k8s.io",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+        false,
+        NONE_CAT,
+        NONE_CAT,
+        NONE,
+        false
+    ),
+    // kubectl 1.27 `auth whoami` knows only the beta (still served upstream).
+    Resource {
+        version: "v1beta1",
+        ..res!(
+            "authentication.k8s.io",
+            "selfsubjectreviews",
+            "selfsubjectreview",
+            "SelfSubjectReview",
+            false,
+            NONE_CAT,
+            NONE_CAT,
+            NONE,
+            false
+        )
+    },
 ];
 
 const NONE_CAT: &[&str] = &[];

@@ -16,6 +16,12 @@ pub struct ApiState {
     pub toleration_seconds: u64,
     /// Where ClusterIPs and NodePorts come from.
     pub services: super::services::ServiceNetwork,
+    /// The RBAC objects, kept current from the store (see `auth::rbac_cache`).
+    pub rbac: super::auth::rbac_cache::RbacCache,
+    /// TLS to kubelets (pods/log, pods/exec): the cluster CA and this server's certificate.
+    pub kubelet_tls: super::proxy::KubeletTls,
+    /// The cluster's token keys (private on servers): signs TokenRequest tokens.
+    pub keys: crate::pki::TokenKeys,
 }
 
 #[derive(Clone)]

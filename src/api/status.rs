@@ -86,6 +86,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     BadRequest(String),
+    /// No valid credentials: 401.
+    #[error("Unauthorized")]
+    Unauthorized,
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -115,6 +118,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
@@ -133,6 +137,7 @@ impl ApiError {
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::UnsupportedMediaType(_) => 415,
@@ -248,6 +253,7 @@ impl ApiError {
             StoreError::Stopped => ApiError::Unavailable("storage stopped".into()),
             StoreError::Invalid(m) => ApiError::BadRequest(m),
             StoreError::Storage(m) => ApiError::Internal(m),
+            StoreError::Transformation(m) => ApiError::Internal(m),
         }
     }
 }

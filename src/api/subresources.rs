@@ -1,5 +1,5 @@
-//! Subresources: `status`, `scale` (autoscaling/v1 Scale), pod `binding`, and pod `log` and
-//! `exec` (served by the node agent).
+//! Subresources: `status`, `scale` (autoscaling/v1 Scale), pod `binding`, pod `log` and
+//! `exec` (served by the node agent), and serviceaccount `token` (TokenRequest).
 
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
@@ -62,6 +62,7 @@ pub async fn handle(
             let (pod, _) = ctx.load().await?;
             proxy::exec(ctx, &pod, payload).await
         }
+        (Sub::Token, "create") => super::serviceaccounts::token_request(ctx, payload).await,
         _ => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on {}/{}",
             ctx.res().plural,

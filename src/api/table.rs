@@ -180,8 +180,33 @@ fn columns(kind: &str) -> Vec<Col> {
         ],
         "ConfigMap" => vec![name, col("Data", "integer"), age],
         "Secret" => vec![name, col("Type", "string"), col("Data", "integer"), age],
+        "Role" | "ClusterRole" => vec![name, col("Created At", "date")],
+        "RoleBinding" | "ClusterRoleBinding" => vec![
+            name,
+            col("Role", "string"),
+            age,
+            wide("Users"),
+            wide("Groups"),
+            wide("ServiceAccounts"),
+        ],
         _ => vec![name, age],
     }
+}
+
+/// A binding's subjects as upstream's `SubjectsStrings`: users, groups, service accounts
+/// (`namespace/name`), each joined by ", ".
+fn subjects(o: &Value) -> [String; 3] {
+    let (mut users, mut groups, mut sas) = (Vec::new(), Vec::new(), Vec::new());
+    for sub in arr(o, "/subjects") {
+        let name = s(sub, "/name");
+        match s(sub, "/kind") {
+            "User" => users.push(name.to_string()),
+            "Group" => groups.push(name.to_string()),
+            "ServiceAccount" => sas.push(format!("{}/{name}", s(sub, "/namespace"))),
+            _ => {}
+        }
+    }
+    [users.join(", "), groups.join(", "), sas.join(", ")]
 }
 
 fn s<'a>(obj: &'a Value, ptr: &str) -> &'a str {
@@ -704,6 +729,19 @@ fn cells(kind: &str, o: &Value) -> Vec<Cell> {
                 .map_or(0, |m| m.len());
             vec![name, json!(s(o, "/type")), json!(n), json!(age(o))]
         }
+        "Role" | "ClusterRole" => vec![name, json!(s(o, "/metadata/creationTimestamp"))],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let role = format!("{}/{}", s(o, "/roleRef/kind"), s(o, "/roleRef/name"));
+            let [users, groups, sas] = subjects(o);
+            vec![
+                name,
+                json!(role),
+                json!(age(o)),
+                json!(users),
+                json!(groups),
+                json!(sas),
+            ]
+        }
         _ => vec![name, json!(age(o))],
     }
 }
@@ -757,6 +795,24 @@ pub fn for_object(res: &Resource, obj: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rbac_rows_as_upstream() {
+        let find = |p| crate::api::resources::find("rbac.authorization.k8s.io", "v1", p);
+        let rb = json!({"metadata": {"name": "b", "namespace": "ns", "creationTimestamp": "2020-01-01T00:00:00Z"}, "roleRef": {"kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "User", "name": "a"}, {"kind": "User", "name": "b"}, {"kind": "Group", "name": "g"}, {"kind": "ServiceAccount", "name": "s", "namespace": "ns"}]});
+        let t = for_object(find("rolebindings").expect("rolebindings"), &rb);
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[1], "ClusterRole/view");
+        assert_eq!(
+            (cells[3].as_str(), cells[4].as_str(), cells[5].as_str()),
+            (Some("a, b"), Some("g"), Some("ns/s"))
+        );
+        assert_eq!(t["columnDefinitions"][3]["priority"], 1);
+        let role = json!({"metadata": {"name": "r", "creationTimestamp": "2020-01-01T00:00:00Z"}});
+        let t = for_object(find("clusterroles").expect("clusterroles"), &role);
+        assert_eq!(t["columnDefinitions"][1]["name"], "Created At");
+        assert_eq!(t["rows"][0]["cells"][1], "2020-01-01T00:00:00Z");
+    }
 
     #[test]
     fn human_duration_matches_upstream() {

@@ -54,7 +54,7 @@ fn typed(kind: &str, obj: &Value) -> Result<Value, ApiError> {
     use k8s_openapi::api::{
         apps::v1 as apps, batch::v1 as batch, coordination::v1 as coord, core::v1 as core,
     };
-    use k8s_openapi::api::{discovery::v1 as disc, networking::v1 as net};
+    use k8s_openapi::api::{discovery::v1 as disc, networking::v1 as net, rbac::v1 as rbac};
     match kind {
         "Namespace" => round_trip::<core::Namespace>(obj),
         "Node" => round_trip::<core::Node>(obj),
@@ -79,6 +79,10 @@ fn typed(kind: &str, obj: &Value) -> Result<Value, ApiError> {
         "Ingress" => round_trip::<net::Ingress>(obj),
         "IngressClass" => round_trip::<net::IngressClass>(obj),
         "EndpointSlice" => round_trip::<disc::EndpointSlice>(obj),
+        "Role" => round_trip::<rbac::Role>(obj),
+        "ClusterRole" => round_trip::<rbac::ClusterRole>(obj),
+        "RoleBinding" => round_trip::<rbac::RoleBinding>(obj),
+        "ClusterRoleBinding" => round_trip::<rbac::ClusterRoleBinding>(obj),
         _ => Ok(obj.clone()),
     }
 }
@@ -144,8 +148,14 @@ pub fn check(res: &Resource, obj: &Value, fv: FieldValidation) -> Result<Vec<Str
     let name = super::object::name_of(obj);
     let mut causes = Vec::new();
     let label_names = matches!(res.kind, "Namespace" | "Service");
+    let rbac_kind = matches!(
+        res.kind,
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding"
+    );
     let name_ok = if label_names {
         is_dns1123_label(name)
+    } else if rbac_kind {
+        true // path segment names, checked by `rbac`
     } else {
         is_dns1123_subdomain(name)
     };
@@ -188,6 +198,7 @@ pub fn check(res: &Resource, obj: &Value, fv: FieldValidation) -> Result<Vec<Str
             )
         }
         "Service" => service(obj, &mut causes),
+        _ if rbac_kind => rbac(res.kind, obj, &mut causes),
         _ => {}
     }
     if causes.is_empty() {
@@ -198,6 +209,229 @@ pub fn check(res: &Resource, obj: &Value, fv: FieldValidation) -> Result<Vec<Str
     } else {
         Err(ApiError::invalid(res.group, res.kind, name, causes))
     }
+}
+
+/// Upstream's `ValidateRBACName` (`path.IsValidPathSegmentName`): RBAC names may hold
+/// colons (`system:node`) but must be usable as one path segment.
+fn rbac_name_errors(name: &str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    match name {
+        "." => out.push("may not be '.'"),
+        ".." => out.push("may not be '..'"),
+        _ => {}
+    }
+    if name.contains('/') {
+        out.push("may not contain '/'");
+    }
+    if name.contains('%') {
+        out.push("may not contain '%'");
+    }
+    out
+}
+
+/// `field.Required(path, detail)`.
+fn required(field: impl Into<String>, detail: &str) -> Cause {
+    let mut c = Cause::required(field);
+    if !detail.is_empty() {
+        c.message = format!("{}: {detail}", c.message);
+    }
+    c
+}
+
+fn str_list(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Upstream's RBAC validation (`pkg/apis/rbac/validation`): rules, aggregation rules,
+/// role references and subjects.
+fn rbac(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
+    const GROUP: &str = super::auth::rbac::GROUP;
+    let name = super::object::name_of(obj);
+    for why in rbac_name_errors(name) {
+        causes.push(Cause::invalid("metadata.name", format!("\"{name}\""), why));
+    }
+    let namespaced = matches!(kind, "Role" | "RoleBinding");
+    if matches!(kind, "Role" | "ClusterRole") {
+        for (i, r) in obj
+            .get("rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = format!("rules[{i}]");
+            if str_list(r, "verbs").is_empty() {
+                causes.push(required(
+                    format!("{at}.verbs"),
+                    "verbs must contain at least one value",
+                ));
+            }
+            let urls = str_list(r, "nonResourceURLs");
+            if !urls.is_empty() {
+                let shown = format!("{urls:?}");
+                if namespaced {
+                    causes.push(Cause::invalid(
+                        format!("{at}.nonResourceURLs"),
+                        &shown,
+                        "namespaced rules cannot apply to non-resource URLs",
+                    ));
+                }
+                if ["apiGroups", "resources", "resourceNames"]
+                    .iter()
+                    .any(|k| !str_list(r, k).is_empty())
+                {
+                    causes.push(Cause::invalid(
+                        format!("{at}.nonResourceURLs"),
+                        &shown,
+                        "rules cannot apply to both regular resources and non-resource URLs",
+                    ));
+                }
+                continue;
+            }
+            if str_list(r, "apiGroups").is_empty() {
+                causes.push(required(
+                    format!("{at}.apiGroups"),
+                    "resource rules must supply at least one api group",
+                ));
+            }
+            if str_list(r, "resources").is_empty() {
+                causes.push(required(
+                    format!("{at}.resources"),
+                    "resource rules must supply at least one resource",
+                ));
+            }
+        }
+        if let Some(agg) = obj.get("aggregationRule").filter(|a| !a.is_null()) {
+            let selectors = agg.get("clusterRoleSelectors").and_then(Value::as_array);
+            if selectors.is_none_or(|s| s.is_empty()) {
+                causes.push(required(
+                    "aggregationRule.clusterRoleSelectors",
+                    "at least one clusterRoleSelector required if aggregationRule is non-nil",
+                ));
+            }
+        }
+        return;
+    }
+    // RoleBinding, ClusterRoleBinding
+    let rr = |k: &str| {
+        obj.pointer(&format!("/roleRef/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    if rr("apiGroup") != GROUP {
+        causes.push(Cause::not_supported(
+            "roleRef.apiGroup",
+            format!("\"{}\"", rr("apiGroup")),
+            &[GROUP],
+        ));
+    }
+    let kinds: &[&str] = if namespaced {
+        &["Role", "ClusterRole"]
+    } else {
+        &["ClusterRole"]
+    };
+    if !kinds.contains(&rr("kind")) {
+        causes.push(Cause::not_supported(
+            "roleRef.kind",
+            format!("\"{}\"", rr("kind")),
+            kinds,
+        ));
+    }
+    if rr("name").is_empty() {
+        causes.push(Cause::required("roleRef.name"));
+    } else {
+        for why in rbac_name_errors(rr("name")) {
+            causes.push(Cause::invalid(
+                "roleRef.name",
+                format!("\"{}\"", rr("name")),
+                why,
+            ));
+        }
+    }
+    for (i, sub) in obj
+        .get("subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let at = format!("subjects[{i}]");
+        let f = |k: &str| sub.get(k).and_then(Value::as_str).unwrap_or("");
+        if f("name").is_empty() {
+            causes.push(Cause::required(format!("{at}.name")));
+        }
+        match f("kind") {
+            "ServiceAccount" => {
+                if !f("name").is_empty() && !is_dns1123_subdomain(f("name")) {
+                    causes.push(Cause::invalid(
+                        format!("{at}.name"),
+                        format!("\"{}\"", f("name")),
+                        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+                    ));
+                }
+                if !f("apiGroup").is_empty() {
+                    causes.push(Cause::not_supported(
+                        format!("{at}.apiGroup"),
+                        format!("\"{}\"", f("apiGroup")),
+                        &[""],
+                    ));
+                }
+                if !namespaced && f("namespace").is_empty() {
+                    causes.push(Cause::required(format!("{at}.namespace")));
+                }
+            }
+            "User" | "Group" => {
+                if f("apiGroup") != GROUP {
+                    causes.push(Cause::not_supported(
+                        format!("{at}.apiGroup"),
+                        format!("\"{}\"", f("apiGroup")),
+                        &[GROUP],
+                    ));
+                }
+            }
+            other => causes.push(Cause::not_supported(
+                format!("{at}.kind"),
+                format!("\"{other}\""),
+                &["ServiceAccount", "User", "Group"],
+            )),
+        }
+    }
+}
+
+/// Checks what may not change in an update (upstream's `Validate*Update`): a binding's
+/// `roleRef` is immutable.
+pub fn check_update(res: &Resource, old: &Value, new: &Value) -> Result<(), ApiError> {
+    if !matches!(res.kind, "RoleBinding" | "ClusterRoleBinding") {
+        return Ok(());
+    }
+    let role_ref = |o: &Value| {
+        let mut r = super::auth::rbac::RoleRef::from_json(o.get("roleRef"));
+        if r.api_group.is_empty() {
+            r.api_group = super::auth::rbac::GROUP.into();
+        }
+        r
+    };
+    let (was, now) = (role_ref(old), role_ref(new));
+    if was == now {
+        return Ok(());
+    }
+    let shown = format!(
+        "rbac.RoleRef{{APIGroup:\"{}\", Kind:\"{}\", Name:\"{}\"}}",
+        now.api_group, now.kind, now.name
+    );
+    Err(ApiError::invalid(
+        res.group,
+        res.kind,
+        super::object::name_of(new),
+        vec![Cause::invalid("roleRef", shown, "cannot change roleRef")],
+    ))
 }
 
 fn check_labels(obj: &Value, causes: &mut Vec<Cause>) {
@@ -463,6 +697,68 @@ mod tests {
             check(res, &typed_wrong, FieldValidation::Ignore),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn rbac_objects_validate_like_upstream() {
+        let g = "rbac.authorization.k8s.io";
+        let fields = |kind: &str, obj: Value| -> Vec<String> {
+            let plural = match kind {
+                "Role" => "roles",
+                "ClusterRole" => "clusterroles",
+                "RoleBinding" => "rolebindings",
+                _ => "clusterrolebindings",
+            };
+            let res = find(g, "v1", plural).expect("rbac kind");
+            match check(res, &obj, FieldValidation::Strict) {
+                Ok(_) => vec![],
+                Err(ApiError::Invalid { causes, .. }) => {
+                    causes.into_iter().map(|c| c.field).collect()
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let ok_role = json!({"metadata": {"name": "system:x"}, "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]});
+        assert!(fields("Role", ok_role).is_empty());
+        let bad_role = json!({"metadata": {"name": "a/b"}, "rules": [{"verbs": [], "resources": ["pods"]}, {"verbs": ["get"], "nonResourceURLs": ["/x"]}]});
+        assert_eq!(
+            fields("Role", bad_role),
+            [
+                "metadata.name",
+                "rules[0].verbs",
+                "rules[0].apiGroups",
+                "rules[1].nonResourceURLs"
+            ]
+        );
+        let mixed = json!({"metadata": {"name": "c"}, "rules": [{"verbs": ["get"], "resources": ["pods"], "nonResourceURLs": ["/x"]}], "aggregationRule": {}});
+        assert_eq!(
+            fields("ClusterRole", mixed),
+            [
+                "rules[0].nonResourceURLs",
+                "aggregationRule.clusterRoleSelectors"
+            ]
+        );
+        let crb = json!({"metadata": {"name": "b"}, "roleRef": {"apiGroup": g, "kind": "Role", "name": "r"}, "subjects": [{"kind": "ServiceAccount", "name": "s"}, {"kind": "User", "name": "u"}, {"kind": "Bot", "name": ""}]});
+        assert_eq!(
+            fields("ClusterRoleBinding", crb),
+            [
+                "roleRef.kind",
+                "subjects[0].namespace",
+                "subjects[1].apiGroup",
+                "subjects[2].name",
+                "subjects[2].kind"
+            ]
+        );
+        let rb = json!({"metadata": {"name": "b", "namespace": "n"}, "roleRef": {"apiGroup": g, "kind": "Role", "name": "r"}, "subjects": [{"kind": "ServiceAccount", "name": "s"}, {"kind": "Group", "apiGroup": g, "name": "devs"}]});
+        assert!(fields("RoleBinding", rb.clone()).is_empty());
+        let res = find(g, "v1", "rolebindings").expect("rolebindings");
+        let mut changed = rb.clone();
+        changed["roleRef"]["name"] = json!("other");
+        assert!(check_update(res, &rb, &rb).is_ok());
+        let Err(ApiError::Invalid { message, .. }) = check_update(res, &rb, &changed) else {
+            panic!("roleRef changed");
+        };
+        assert!(message.contains("roleRef: Invalid value: rbac.RoleRef{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"Role\", Name:\"other\"}: cannot change roleRef"), "{message}");
     }
 
     #[test]

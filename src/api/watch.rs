@@ -76,6 +76,9 @@ struct State {
     last_rv: u64,
     sent: prometheus::IntCounter,
     _open: Open,
+    /// Counts this watch against its client's `api.max_watches_per_user` until the stream
+    /// is dropped (it ends, or the client is gone).
+    _slot: Option<super::limits::WatchSlot>,
 }
 
 impl State {
@@ -170,6 +173,7 @@ async fn next_chunk(mut st: State) -> Option<(Result<Bytes, actix_web::Error>, S
 }
 
 pub async fn serve(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
+    let slot = super::limits::admit_watch(ctx.req)?;
     let res = ctx.res();
     let filter = Filter {
         ls: LabelSelector::parse(ctx.q.get("labelSelector").unwrap_or(""))?,
@@ -237,6 +241,7 @@ pub async fn serve(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
             .watch_events
             .with_label_values(&[resource]),
         _open: Open(gauge),
+        _slot: slot,
     };
     Ok(HttpResponse::Ok()
         .content_type("application/json")

@@ -37,7 +37,8 @@ pub struct ValueArgs {
 
 #[derive(Args)]
 pub struct ApiArgs {
-    /// API server URL (default: from KUBECONFIG or ~/.kube/config).
+    /// API server URL (default: from KUBECONFIG or ~/.kube/config, whose CA and credentials
+    /// are used either way).
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// Namespace of the release (default: the kubeconfig context's, else `default`).
@@ -184,18 +185,29 @@ fn block_on<F: std::future::Future<Output = Result<(), ChartError>>>(
         .block_on(f)
 }
 
-/// A client for `--server`, else the kubeconfig; and the namespace to work in.
+/// A client from the kubeconfig (its CA and credentials), at `--server` if given; and the
+/// namespace to work in. Without a kubeconfig, `--server` alone gives an anonymous client.
 async fn connect(api: &ApiArgs) -> Result<(Client, String), ChartError> {
-    let config = match &api.server {
-        Some(url) => {
-            let uri = url
+    let inferred = kube::Config::infer().await;
+    let config = match (&api.server, inferred) {
+        (Some(url), inferred) => {
+            let uri: http::Uri = url
                 .parse()
                 .map_err(|e| ChartError::Client(format!("--server {url:?}: {e}")))?;
-            kube::Config::new(uri)
+            match inferred {
+                Ok(mut c) => {
+                    c.cluster_url = uri;
+                    c
+                }
+                Err(_) => kube::Config::new(uri),
+            }
         }
-        None => kube::Config::infer().await.map_err(|e| {
-            ChartError::Client(format!("no --server and no usable kubeconfig: {e}"))
-        })?,
+        (None, Ok(c)) => c,
+        (None, Err(e)) => {
+            return Err(ChartError::Client(format!(
+                "no --server and no usable kubeconfig: {e}"
+            )))
+        }
     };
     let namespace = api
         .namespace

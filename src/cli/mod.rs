@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Run a control-plane node: a replica of the Raft store, the API server, health and metrics.
     Server(Box<ServerArgs>),
-    /// Print a kubeconfig for a server's API (its `api_addr`, or `--server URL`).
+    /// Print the admin's kubeconfig for a server (its `api_addr`, or `--server URL`; the CA and
+    /// the admin token come from the server's data dir).
     Kubeconfig(KubeconfigArgs),
     /// Run a node without control plane: the node agent, against a server's API.
     Agent(Box<AgentArgs>),
@@ -65,9 +66,12 @@ pub struct ShimArgs {
 
 #[derive(Args)]
 pub struct AgentArgs {
-    /// API server URL, e.g. http://10.0.0.1:6443.
+    /// API server URL, e.g. https://10.0.0.1:6443.
     #[arg(long, value_name = "URL")]
     pub server: String,
+    /// The cluster token (`<data_dir>/token` on the first server); only needed to join.
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// TOML config file (default: /etc/skiff/config.toml if it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -85,7 +89,7 @@ pub struct KubeconfigArgs {
     /// TOML config file of the server (default: /etc/skiff/config.toml if it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// API URL to use instead of the config's `api_addr`.
+    /// API URL to use instead of the config's `api_addr` (e.g. a forwarded port).
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// Name of the cluster, context and user in the kubeconfig.
@@ -153,24 +157,31 @@ pub enum CliError {
     Node(#[from] crate::node::NodeError),
     #[error("lab: {0}")]
     Lab(#[from] crate::lab::LabError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
 }
 
-/// A kubeconfig for one API server.
-pub fn kubeconfig_text(server: &str, context: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {server}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\ncurrent-context: {context}\nusers:\n- name: {context}\n  user: {{}}\n"
-    )
+/// The admin's kubeconfig for a server: its API URL (or `server`), the cluster CA and the
+/// admin token from the server's data dir.
+pub fn admin_kubeconfig(
+    cfg: &crate::config::Config,
+    server: Option<&str>,
+    context: &str,
+) -> Result<String, CliError> {
+    let files = crate::pki::Files::of(&cfg.data_dir);
+    let access = crate::pki::client::Access {
+        url: server.map_or_else(|| cfg.local_api_url(), str::to_string),
+        ca_pem: crate::pki::read(&files.ca_cert())?,
+        identity: crate::pki::client::Identity::Token(
+            crate::pki::read(&files.admin_token())?.trim().to_string(),
+        ),
+    };
+    Ok(access.kubeconfig(context))
 }
 
 fn kubeconfig(args: &KubeconfigArgs) -> Result<String, CliError> {
-    let server = match &args.server {
-        Some(s) => s.clone(),
-        None => {
-            let cfg = crate::config::Config::load(args.config.as_deref(), &[])?;
-            cfg.local_api_url()
-        }
-    };
-    Ok(kubeconfig_text(&server, &args.context))
+    let cfg = crate::config::Config::load(args.config.as_deref(), &[])?;
+    admin_kubeconfig(&cfg, args.server.as_deref(), &args.context)
 }
 
 /// Runs the command line; returns the process exit code.

@@ -8,6 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 use super::{CliError, ServerArgs};
 use crate::config::Config;
+use crate::pki::client::{Access, Identity};
 use crate::store::{datadir, NodeOptions, Replica};
 
 /// Maps the flags onto config keys, so they are parsed and checked like any other layer.
@@ -84,6 +85,11 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             })
         })?;
     datadir::prepare(&cfg.data_dir, cluster_id, me.id, &me.name)?;
+    // Before the replica: its peer transport needs this server's certificate.
+    let pki = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(crate::pki::ensure_server(&cfg))?;
     let opts = NodeOptions {
         id: me.id,
         cluster_id,
@@ -102,6 +108,20 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         request_timeout: cfg.request_timeout(),
         watch_history: cfg.store.watch_history,
         tolerate_tail_corruption: cfg.store.tolerate_tail_corruption,
+        encryption: Some(std::sync::Arc::new(
+            crate::store::encryption::load_or_create(&cfg.encryption.keys, &cfg.data_dir).map_err(
+                |e| CliError::Store {
+                    dir: cfg.data_dir.display().to_string(),
+                    source: e.into(),
+                },
+            )?,
+        )),
+        tls: crate::store::PeerTls::from_dir(&cfg.data_dir.join("pki")).map_err(|source| {
+            CliError::Store {
+                dir: cfg.data_dir.display().to_string(),
+                source,
+            }
+        })?,
     };
     let network = crate::api::service_network(&cfg)?;
     let api_bootstrap = crate::api::Bootstrap::from_config(&cfg, network.clone())?;
@@ -122,10 +142,48 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         "skiff server started"
     );
     let registry_for_node = registry.clone();
+    let controller_access = Access {
+        url: cfg.local_api_url(),
+        ca_pem: pki.ca.cert_pem.clone(),
+        identity: Identity::Token(
+            pki.keys
+                .user_token(crate::pki::CONTROLLER_USER, &[crate::api::auth::MASTERS])?,
+        ),
+    };
+    let node_access = Access {
+        url: cfg.local_api_url(),
+        ca_pem: pki.ca.cert_pem.clone(),
+        identity: Identity::Cert(pki.node.clone()),
+    };
+    let node_tls = crate::node::NodeTls {
+        ca_pem: pki.ca.cert_pem.clone(),
+        node: pki.node.clone(),
+    };
+    let metrics_security =
+        crate::metrics::MetricsSecurity::new(&pki.ca.cert_pem, &pki.server, &cfg.local_api_url())?;
+    let api_security = crate::api::Security {
+        tls: crate::pki::tls::server_config(
+            &pki.ca.cert_pem,
+            &pki.server.cert,
+            &pki.server.key,
+            crate::pki::tls::ClientAuth::Optional,
+        )?,
+        keys: pki.keys.clone(),
+        kubelet_tls: crate::api::KubeletTls::new(&pki.ca.cert_pem, &pki.server)?,
+        join: crate::pki::join::JoinService {
+            token: pki.token.clone(),
+            ca: pki.ca,
+            files: pki.files.clone(),
+        },
+    };
     let sys = actix::System::new();
     let result = sys.block_on(async {
-        let server =
-            crate::metrics::serve(cfg.http_listen_addr, registry.clone(), replica.health())?;
+        let server = crate::metrics::serve(
+            cfg.http_listen_addr,
+            registry.clone(),
+            replica.health(),
+            metrics_security,
+        )?;
         let handle = server.handle();
         actix::spawn(server);
         let api = crate::api::serve(
@@ -135,7 +193,11 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             registry,
             cfg.controllers.default_toleration_seconds,
             network,
-            &cfg.api,
+            &crate::config::ApiConfig {
+                audit_log_path: cfg.audit_log_path().to_string_lossy().into_owned(),
+                ..cfg.api.clone()
+            },
+            api_security,
         )?;
         let api_handle = api.handle();
         actix::spawn(api);
@@ -144,7 +206,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             crate::controllers::ControllerManager::new(
                 replica.health(),
                 crate::controllers::ControllerOptions {
-                    api_url: cfg.local_api_url(),
+                    api: controller_access,
                     workers: cfg.controllers.workers,
                     resync: std::time::Duration::from_secs(cfg.controllers.resync_seconds),
                     node_grace: std::time::Duration::from_secs(
@@ -163,7 +225,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             .start()
         });
         let _node = if cfg.node.enabled {
-            Some(crate::node::start(&cfg, &cfg.local_api_url(), &registry_for_node).await?)
+            Some(crate::node::start(&cfg, &node_access, &node_tls, &registry_for_node).await?)
         } else {
             None
         };
@@ -204,20 +266,34 @@ pub fn run_agent(args: super::AgentArgs) -> Result<(), CliError> {
     if let Some(d) = &args.data_dir {
         flags.push(("data_dir".into(), Value::from(d.as_str())));
     }
+    if let Some(t) = &args.token {
+        flags.push(("security.token".into(), Value::from(t.as_str())));
+    }
     flags.extend(set_overrides(&args.set)?);
     let cfg = Config::load(args.config.as_deref(), &flags)?;
     init_logging();
     let registry = Registry::new();
     let sys = actix::System::new();
     sys.block_on(async {
+        let pki = crate::pki::ensure_agent(&cfg, &args.server).await?;
         let server = crate::metrics::serve(
             cfg.http_listen_addr,
             registry.clone(),
             std::sync::Arc::new(crate::store::Health::always_ready()),
+            crate::metrics::MetricsSecurity::new(&pki.ca_pem, &pki.node, &args.server)?,
         )?;
         let handle = server.handle();
         actix::spawn(server);
-        let _node = crate::node::start(&cfg, &args.server, &registry).await?;
+        let access = Access {
+            url: args.server.clone(),
+            ca_pem: pki.ca_pem.clone(),
+            identity: Identity::Cert(pki.node.clone()),
+        };
+        let node_tls = crate::node::NodeTls {
+            ca_pem: pki.ca_pem.clone(),
+            node: pki.node.clone(),
+        };
+        let _node = crate::node::start(&cfg, &access, &node_tls, &registry).await?;
         info!(node = %cfg.node_name, server = %args.server, "skiff agent started");
         shutdown_signal().await;
         handle.stop(true).await;

@@ -15,6 +15,7 @@ pub mod pods;
 mod replicaset;
 mod revisions;
 pub mod runtime;
+mod serviceaccount;
 mod shared;
 mod statefulset;
 pub mod volumes;
@@ -31,10 +32,10 @@ use tracing::{info, warn};
 use crate::store::Health;
 
 /// Settings of the controllers (from the `[controllers]` config section).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ControllerOptions {
-    /// The API every controller talks to (this replica's).
-    pub api_url: String,
+    /// The API every controller talks to (this replica's), and as whom.
+    pub api: crate::pki::client::Access,
     pub workers: usize,
     pub resync: Duration,
     /// A node silent for longer is NotReady and tainted unreachable.
@@ -64,14 +65,7 @@ fn run<R: runtime::Reconciler>(
 /// Starts the controllers of one leadership term on their own arbiter.
 fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
     arbiter.spawn(async move {
-        let url = match opts.api_url.parse() {
-            Ok(u) => u,
-            Err(e) => {
-                warn!("controllers: bad API URL {}: {e}", opts.api_url);
-                return;
-            }
-        };
-        let client = match kube::Client::try_from(kube::Config::new(url)) {
+        let client = match opts.api.kube_client() {
             Ok(c) => c,
             Err(e) => {
                 warn!("controllers: API client: {e}");
@@ -104,6 +98,10 @@ fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
         run(sts.clone(), sts.sources(), &opts);
         let pv = volumes::VolumeController::new(shared.clone());
         run(pv.clone(), pv.sources(), &opts);
+        let sa = serviceaccount::ServiceAccountController::new(shared.clone());
+        run(sa.clone(), sa.sources(), &opts);
+        let ca = serviceaccount::RootCaPublisher::new(shared.clone(), opts.api.ca_pem.clone());
+        run(ca.clone(), ca.sources(), &opts);
         let gc = gc::GarbageCollector::new(shared.clone());
         run(gc.clone(), gc.sources(), &opts);
         crate::scheduler::Scheduler::new(shared.clone()).start();

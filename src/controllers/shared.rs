@@ -7,7 +7,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+    ServiceAccount,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
@@ -31,6 +34,10 @@ pub struct Shared {
     pub claims: Arc<Informer<PersistentVolumeClaim>>,
     pub volumes: Arc<Informer<PersistentVolume>>,
     pub storage_classes: Arc<Informer<StorageClass>>,
+    pub namespaces: Arc<Informer<Namespace>>,
+    pub service_accounts: Arc<Informer<ServiceAccount>>,
+    /// Only the `kube-root-ca.crt` ConfigMaps (the root CA publisher's).
+    pub root_ca_config_maps: Arc<Informer<ConfigMap>>,
     pub recorder: Recorder,
 }
 
@@ -51,6 +58,15 @@ impl Shared {
             claims: Informer::start(Api::all(client.clone())),
             volumes: Informer::start(Api::all(client.clone())),
             storage_classes: Informer::start(Api::all(client.clone())),
+            namespaces: Informer::start(Api::all(client.clone())),
+            service_accounts: Informer::start(Api::all(client.clone())),
+            root_ca_config_maps: Informer::start_with(
+                Api::all(client.clone()),
+                kube::runtime::watcher::Config::default().fields(&format!(
+                    "metadata.name={}",
+                    crate::api::serviceaccounts::ROOT_CA_CONFIG_MAP
+                )),
+            ),
             recorder: Recorder::new(client.clone(), "skiff-controller-manager"),
             client,
         })
@@ -110,6 +126,9 @@ impl Shared {
         let _ = self.claims.store.wait_until_ready().await;
         let _ = self.volumes.store.wait_until_ready().await;
         let _ = self.storage_classes.store.wait_until_ready().await;
+        let _ = self.namespaces.store.wait_until_ready().await;
+        let _ = self.service_accounts.store.wait_until_ready().await;
+        let _ = self.root_ca_config_maps.store.wait_until_ready().await;
     }
 }
 

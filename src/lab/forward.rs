@@ -2,7 +2,9 @@
 //! and connects each client into a node namespace (sockets are opened by one thread per
 //! namespace that has joined it), so nothing of the lab is routed in the root namespace.
 //! API clients go to a node whose store is ready, preferring the last one used, so kubectl
-//! keeps working when a node dies.
+//! keeps working when a node dies. It only moves bytes: TLS is between the clients and the
+//! servers (whose certificates name 127.0.0.1). With `--prometheus` it also renews
+//! Prometheus' token.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -70,6 +72,10 @@ impl Dialer {
 
 struct Nodes {
     dialers: Vec<Dialer>,
+    /// For the readiness probe: `/readyz` is public and the probe sends nothing secret, it
+    /// only steers API connections, so the certificate is not checked (the clients whose
+    /// connections are steered check it themselves, end to end).
+    probe_tls: tokio_rustls::TlsConnector,
     ready: Vec<AtomicBool>,
     preferred: AtomicUsize,
 }
@@ -87,13 +93,17 @@ impl Nodes {
     }
 
     async fn probe(&self, i: usize) -> bool {
-        let Ok(mut s) = self.dialers[i].dial(NODE_METRICS_PORT).await else {
+        let Ok(s) = self.dialers[i].dial(NODE_METRICS_PORT).await else {
             return false;
         };
         let exchange = async {
-            s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").await?;
+            let name = rustls::pki_types::ServerName::from(std::net::IpAddr::from([127, 0, 0, 1]));
+            let mut s = self.probe_tls.connect(name, s).await?;
+            s.write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .await?;
             let mut buf = Vec::new();
-            s.read_to_end(&mut buf).await?;
+            // A close without close_notify is an error to rustls; what arrived still counts.
+            let _ = s.read_to_end(&mut buf).await;
             Ok::<bool, std::io::Error>(
                 buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200"),
             )
@@ -115,15 +125,18 @@ pub fn run(dir: &Path) -> Result<(), LabError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(st.plan))
+    rt.block_on(serve(st.plan, dir.to_path_buf()))
 }
 
-async fn serve(plan: Plan) -> Result<(), LabError> {
+async fn serve(plan: Plan, dir: std::path::PathBuf) -> Result<(), LabError> {
     let mut dialers = Vec::new();
     for k in plan.indices() {
         dialers.push(Dialer::new(&plan::node_ns(k))?);
     }
     let nodes = Arc::new(Nodes {
+        probe_tls: tokio_rustls::TlsConnector::from(Arc::new(
+            crate::pki::tls::unverified_client_config(),
+        )),
         ready: dialers.iter().map(|_| AtomicBool::new(false)).collect(),
         dialers,
         preferred: AtomicUsize::new(0),
@@ -144,6 +157,7 @@ async fn serve(plan: Plan) -> Result<(), LabError> {
     }
     if let Some(l) = prometheus {
         tokio::spawn(forward_to(l, nodes.clone(), 0, PROMETHEUS_PORT));
+        tokio::spawn(super::prometheus::renew(dir));
     }
     tokio::spawn(watch_health(nodes.clone()));
     info!(nodes = plan.nodes, "lab forwarder serving");

@@ -1,12 +1,14 @@
 //! `skiff lab join`: one more node in the running lab, as a worker joins a real cluster: its
-//! own namespace on the underlay and a `skiff agent` (no control plane) against node 1's API.
+//! own namespace on the underlay and a `skiff agent` (no control plane) against node 1's API
+//! (`--server https://10.90.0.11:6443`), with the lab's cluster token in its config; it gets
+//! the CA and its node certificate by joining.
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::plan::{self, MAX_NODES};
 use super::state::{self, LabState};
-use super::{netns, up, LabError};
+use super::{access, netns, up, LabError};
 
 pub fn run(dir: &Path, timeout: Duration) -> Result<(), LabError> {
     let mut st = state::load(dir)?.ok_or_else(|| {
@@ -20,7 +22,7 @@ pub fn run(dir: &Path, timeout: Duration) -> Result<(), LabError> {
         .ok_or_else(|| {
             LabError::Invalid(format!("the lab has its maximum of {MAX_NODES} nodes"))
         })?;
-    let api = format!("http://{}:{}", plan::underlay_ip(1), plan::API_PORT);
+    let api = plan::join_url();
     if let Err(e) = join(dir, &mut st, k, &api, timeout) {
         // Nothing half-made stays: the agent (if it runs) and the namespace go.
         let role = plan::node_name(k);
@@ -52,9 +54,10 @@ fn join(
     api: &str,
     timeout: Duration,
 ) -> Result<(), LabError> {
+    let admin = access::admin(dir)?;
     up::add_node_namespace(k)?;
     up::start_node(dir, st, k, Some(api))?;
-    up::wait_ready(&[plan::node_name(k)], timeout).map_err(|e| {
+    up::wait_ready(&admin, &[plan::node_name(k)], timeout).map_err(|e| {
         LabError::NotReady(format!(
             "{e}; see {}",
             plan::node_dir(dir, k).join("server.log").display()

@@ -1,9 +1,14 @@
 //! The `skiff-lab` cluster, user and context in the user's kubeconfig: merged next to what is
-//! there (other contexts untouched) and removed again by `down`.
+//! there (other contexts untouched) and removed again by `down`. The cluster carries the
+//! cluster CA (`certificate-authority-data`), the user the admin token, so the file is
+//! written with mode 0600.
 
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
 use serde_json::{json, Value};
+
+use crate::pki::client::{Access, Identity};
 
 use super::plan::CONTEXT;
 use super::LabError;
@@ -64,9 +69,25 @@ fn entries(doc: &Value, list: &str) -> usize {
     doc.get(list).and_then(Value::as_array).map_or(0, Vec::len)
 }
 
-/// Merges the lab context into `path`; makes it the current context only when the file has
-/// none. Returns whether the file was created.
-pub fn merge(path: &Path, server: &str) -> Result<bool, LabError> {
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// The kubeconfig `user` of an identity.
+fn user(identity: &Identity) -> Value {
+    match identity {
+        Identity::Token(t) => json!({"token": t}),
+        Identity::Cert(c) => json!({
+            "client-certificate-data": b64(&c.cert),
+            "client-key-data": b64(&c.key),
+        }),
+    }
+}
+
+/// Merges the lab context (`access`: the server, the CA to trust and who to be) into `path`;
+/// makes it the current context only when the file has none. Returns whether the file was
+/// created.
+pub fn merge(path: &Path, access: &Access) -> Result<bool, LabError> {
     let existing = read(path)?;
     let created = existing.is_none();
     let mut doc = existing.unwrap_or_else(|| json!({"apiVersion": "v1", "kind": "Config"}));
@@ -87,9 +108,16 @@ pub fn merge(path: &Path, server: &str) -> Result<bool, LabError> {
     add(
         &mut doc,
         "clusters",
-        json!({"name": CONTEXT, "cluster": {"server": server}}),
+        json!({"name": CONTEXT, "cluster": {
+            "server": access.url,
+            "certificate-authority-data": b64(&access.ca_pem),
+        }}),
     )?;
-    add(&mut doc, "users", json!({"name": CONTEXT, "user": {}}))?;
+    add(
+        &mut doc,
+        "users",
+        json!({"name": CONTEXT, "user": user(&access.identity)}),
+    )?;
     add(
         &mut doc,
         "contexts",
@@ -128,17 +156,69 @@ pub fn remove(path: &Path, created: bool) -> Result<(), LabError> {
 mod tests {
     use super::*;
 
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn access(url: &str) -> Access {
+        Access {
+            url: url.into(),
+            ca_pem: CA.into(),
+            identity: Identity::Token("admin-token".into()),
+        }
+    }
+
+    #[test]
+    fn the_lab_entries_carry_the_ca_and_the_admin_token_in_a_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config");
+        merge(&path, &access("https://127.0.0.1:6443")).expect("merge");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let doc = read(&path).expect("read").expect("doc");
+        let cluster = &doc["clusters"][0]["cluster"];
+        assert_eq!(cluster["server"], "https://127.0.0.1:6443");
+        let ca = base64::engine::general_purpose::STANDARD
+            .decode(
+                cluster["certificate-authority-data"]
+                    .as_str()
+                    .expect("ca data"),
+            )
+            .expect("base64");
+        assert_eq!(ca, CA.as_bytes());
+        assert_eq!(doc["users"][0]["name"], CONTEXT);
+        assert_eq!(doc["users"][0]["user"]["token"], "admin-token");
+        // kubectl's own reader takes it (same shape as `skiff kubeconfig`).
+        let kc: kube::config::Kubeconfig =
+            serde_json::from_value(doc.clone()).expect("a kubeconfig");
+        assert_eq!(kc.current_context.as_deref(), Some(CONTEXT));
+        // A certificate identity becomes client-certificate-data and client-key-data.
+        let mut a = access("https://127.0.0.1:6443");
+        a.identity = Identity::Cert(crate::pki::KeyedCert {
+            cert: "C".into(),
+            key: "K".into(),
+        });
+        merge(&path, &a).expect("merge again");
+        let doc = read(&path).expect("read").expect("doc");
+        assert_eq!(entries(&doc, "users"), 1);
+        let u = &doc["users"][0]["user"];
+        assert_eq!(u["client-certificate-data"], b64("C"));
+        assert_eq!(u["client-key-data"], b64("K"));
+        assert!(u.get("token").is_none(), "{u}");
+    }
+
     #[test]
     fn merge_keeps_other_contexts_and_remove_restores_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config");
         let other = "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://prod:6443\ncontexts:\n- name: prod\n  context:\n    cluster: prod\n    user: prod\ncurrent-context: prod\nusers:\n- name: prod\n  user:\n    token: secret\npreferences: {}\n";
         std::fs::write(&path, other).expect("write");
-        assert!(!merge(&path, "http://127.0.0.1:6443").expect("merge"));
+        assert!(!merge(&path, &access("https://127.0.0.1:6443")).expect("merge"));
         // Merging twice leaves one entry.
-        merge(&path, "http://127.0.0.1:6443").expect("merge again");
+        merge(&path, &access("https://127.0.0.1:6443")).expect("merge again");
         let doc = read(&path).expect("read").expect("doc");
         assert_eq!(entries(&doc, "contexts"), 2);
+        assert_eq!(entries(&doc, "users"), 2);
+        assert_eq!(doc["users"][1]["user"]["token"], "admin-token");
         assert_eq!(doc["current-context"], "prod");
         assert_eq!(doc["users"][0]["user"]["token"], "secret");
         remove(&path, false).expect("remove");
@@ -151,12 +231,12 @@ mod tests {
     fn a_file_the_lab_created_goes_away_with_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/config");
-        assert!(merge(&path, "http://127.0.0.1:6443").expect("merge"));
+        assert!(merge(&path, &access("https://127.0.0.1:6443")).expect("merge"));
         let doc = read(&path).expect("read").expect("doc");
         assert_eq!(doc["current-context"], CONTEXT);
         assert_eq!(
             doc["clusters"][0]["cluster"]["server"],
-            "http://127.0.0.1:6443"
+            "https://127.0.0.1:6443"
         );
         remove(&path, true).expect("remove");
         assert!(!path.exists());
@@ -168,7 +248,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config");
         std::fs::write(&path, "clusters: [unclosed").expect("write");
-        assert!(merge(&path, "http://x").is_err());
+        assert!(merge(&path, &access("https://x")).is_err());
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
             "clusters: [unclosed"

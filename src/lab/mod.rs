@@ -4,7 +4,12 @@
 //! (`skiff-n1..N`), all on one underlay bridge in the namespace `skiff-ul`; a detached
 //! forwarder (`skiff lab forward`) makes the API and metrics reachable on 127.0.0.1 in the
 //! root namespace. Nothing of the lab is addressed or routed in the root namespace.
+//!
+//! The lab is secure as any cluster is: one random cluster token per lab (`DIR/token`),
+//! node 1 creates the cluster CA and the others join with the token; every port is HTTPS,
+//! and the kubeconfig `up` writes holds the CA and the admin token.
 
+mod access;
 mod down;
 mod forward;
 mod image;
@@ -38,6 +43,10 @@ pub enum LabError {
     State { path: String, reason: String },
     #[error("{0}")]
     NotReady(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
 }
 
 #[derive(Subcommand)]

@@ -65,7 +65,10 @@ impl Plan {
 
     /// Node K's config: the same keys a real host's /etc/skiff/config.toml has, with the lab's
     /// short heartbeats and eviction timeouts so failures show within seconds. Nodes beyond
-    /// the plan's (joined with `skiff lab join`) are agents: no Raft or API keys.
+    /// the plan's (joined with `skiff lab join`) are agents: no Raft or API keys. Every node
+    /// reads the lab's cluster token from `DIR/token` (the secret stays in that one 0600
+    /// file); node 1 creates the cluster CA, the other servers join through its API (they
+    /// start together and retry until it answers).
     pub fn node_config(&self, k: usize, dir: &Path) -> String {
         let ip = underlay_ip(k);
         let members: Vec<String> = self
@@ -100,8 +103,17 @@ impl Plan {
              [overlay]\n\
              backend = \"{backend}\"\n\
              [services]\n\
-             load_balancer_pool = [\"{LB_POOL}\"]\n",
+             load_balancer_pool = [\"{LB_POOL}\"]\n\
+             [security]\n\
+             token_file = \"{token}\"\n\
+             {join}",
             name = node_name(k),
+            token = token_path(dir).display(),
+            join = if k > 1 && self.indices().contains(&k) {
+                format!("server_url = \"{}\"\n", join_url())
+            } else {
+                String::new()
+            },
             data = node_dir(dir, k).join("data").display(),
             run = node_dir(dir, k).join("run").display(),
             backend = self.backend,
@@ -130,6 +142,16 @@ pub fn node_dir(dir: &Path, k: usize) -> std::path::PathBuf {
     dir.join(node_name(k))
 }
 
+/// The lab's cluster token (the secret every node joins with), mode 0600.
+pub fn token_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("token")
+}
+
+/// Node 1's API on the underlay: servers 2..N and agents join through it.
+pub fn join_url() -> String {
+    format!("https://{}:{API_PORT}", underlay_ip(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +176,23 @@ mod tests {
         assert_eq!(cfg.members().expect("members").len(), 3);
         assert_eq!(cfg.node.address, "10.90.0.12");
         assert_eq!(cfg.overlay.backend.as_str(), "vxlan");
+        let token = dir.path().join("token").display().to_string();
+        assert_eq!(cfg.security.token_file, token);
+        assert_eq!(cfg.security.server_url, "https://10.90.0.11:6443");
+        assert!(cfg.security.token.is_empty(), "no secret in the config");
+    }
+
+    #[test]
+    fn node_1_creates_the_ca_and_agents_take_the_token() {
+        let p = Plan::new(3, "vxlan", false).expect("valid");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Node 1 has nothing to join; an agent gets the server from `--server`.
+        for k in [1, 4] {
+            let file = dir.path().join(format!("n{k}.toml"));
+            std::fs::write(&file, p.node_config(k, dir.path())).expect("write");
+            let cfg = crate::config::Config::load(Some(&file), &[]).expect("parses");
+            assert!(cfg.security.server_url.is_empty(), "n{k}");
+            assert!(cfg.security.token_file.ends_with("/token"), "n{k}");
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 
+use super::access::{self, Https};
 use super::plan::{self, API_PORT, CONTEXT, IMAGE, PROMETHEUS_PORT, REGISTRY};
 use super::state::{self, LabState};
 use super::{netns, LabError};
@@ -20,7 +21,8 @@ fn running(dir: &Path) -> Result<LabState, LabError> {
     })
 }
 
-/// HTTP/1.0 GET on 127.0.0.1: (status, body).
+/// Plain HTTP/1.0 GET on 127.0.0.1 (Prometheus' own port; every Skiff port is HTTPS, see
+/// `access::Https`): (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
@@ -51,7 +53,10 @@ pub fn status(dir: &Path) -> Result<(), LabError> {
         plan.backend,
         dir.display()
     );
-    let nodes: Vec<Node> = get(API_PORT, "/api/v1/nodes")
+    // As the admin, over TLS with the cluster CA, through the forwarder.
+    let https = Https::new(&access::admin(dir)?)?;
+    let nodes: Vec<Node> = https
+        .get(API_PORT, "/api/v1/nodes")
         .filter(|(c, _)| *c == 200)
         .and_then(|(_, b)| serde_json::from_str::<k8s_openapi::List<Node>>(&b).ok())
         .map(|l| l.items)
@@ -67,12 +72,15 @@ pub fn status(dir: &Path) -> Result<(), LabError> {
             .iter()
             .any(|(r, pid)| *r == name && netns::alive(*pid as i32));
         let port = plan::metrics_port(k);
-        let store = match get(port, "/readyz") {
+        let store = match https.get(port, "/readyz") {
             Some((200, _)) => "ready",
             Some(_) => "not-ready",
             None => "down",
         };
-        let role = match get(port, "/metrics").and_then(|(_, m)| metric(&m, "skiff_raft_is_leader"))
+        let role = match https
+            .get(port, "/metrics")
+            .filter(|(c, _)| *c == 200)
+            .and_then(|(_, m)| metric(&m, "skiff_raft_is_leader"))
         {
             Some(v) if v >= 1.0 => "leader",
             Some(_) => "follower",
@@ -92,16 +100,22 @@ pub fn status(dir: &Path) -> Result<(), LabError> {
             .and_then(|n| n.spec.as_ref()?.pod_cidr.clone())
             .unwrap_or_else(|| "-".into());
         println!(
-            "{name:<5} {:<10} {:<11} {:<8} {store:<10} {role:<9} {ready:<6} {cidr:<14} http://127.0.0.1:{port}/metrics",
+            "{name:<5} {:<10} {:<11} {:<8} {store:<10} {role:<9} {ready:<6} {cidr:<14} https://127.0.0.1:{port}/metrics",
             plan::node_ns(k),
             plan::underlay_ip(k),
             if alive { "running" } else { "stopped" },
         );
     }
     println!(
-        "API:      http://127.0.0.1:{API_PORT} (context {CONTEXT} in {}; standalone: {})",
+        "API:      {} (context {CONTEXT} in {}; standalone: {}; both with the cluster CA and the admin token)",
+        access::api_url(),
         st.kubeconfig.display(),
         state::own_kubeconfig(dir).display()
+    );
+    println!(
+        "token:    {} (the cluster token: servers and agents join with it through {})",
+        plan::node_dir(dir, 1).join("data/token").display(),
+        plan::join_url()
     );
     println!("registry: {REGISTRY} (as nodes and pods see it), image {IMAGE}");
     if plan.prometheus {

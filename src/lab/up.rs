@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 
+use crate::pki::client::Access;
+
 use super::netns::{self, ip};
 use super::plan::{self, Plan, BRIDGE, CONTEXT, IMAGE, REGISTRY_CIDR, UNDERLAY_NS};
 use super::state::{self, LabState};
-use super::{down, image, kubeconfig, prometheus, LabError, UpArgs};
+use super::{access, down, image, kubeconfig, prometheus, LabError, UpArgs};
 
 const TOOLS: [&str; 7] = [
     "ip",
@@ -92,6 +94,7 @@ pub fn run(args: &UpArgs) -> Result<(), LabError> {
         .unwrap_or_else(kubeconfig::default_path);
     let started = Instant::now();
     std::fs::create_dir_all(dir)?;
+    let timeout = Duration::from_secs(args.timeout_seconds);
     let mut st = LabState {
         plan: plan.clone(),
         kubeconfig,
@@ -99,23 +102,34 @@ pub fn run(args: &UpArgs) -> Result<(), LabError> {
         processes: Vec::new(),
     };
     // From here on a failure removes what was made, so nothing is left half-built.
-    if let Err(e) = build(dir, &mut st) {
-        eprintln!("skiff lab: up failed ({e}); removing what was started");
-        let _ = down::run(dir);
-        return Err(e);
-    }
+    let access = match build(dir, &mut st, timeout) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("skiff lab: up failed ({e}); removing what was started");
+            let _ = down::run(dir);
+            return Err(e);
+        }
+    };
     println!(
         "skiff lab: {} servers started, waiting for the nodes",
         plan.nodes
     );
     let names: Vec<String> = plan.indices().map(plan::node_name).collect();
-    wait_ready(&names, Duration::from_secs(args.timeout_seconds)).map_err(|e| {
+    wait_ready(&access, &names, timeout).map_err(|e| {
         LabError::NotReady(format!(
             "{e}; logs in {}/n*/server.log; `skiff lab down` removes the lab",
             dir.display()
         ))
     })?;
     if plan.prometheus {
+        // It scrapes with a ServiceAccount token of its own, which needs the API up.
+        let pid = prometheus::start(dir, &access).map_err(|e| {
+            LabError::NotReady(format!(
+                "Prometheus: {e} (see {}/prometheus/prometheus.log); `skiff lab down` removes the lab",
+                dir.display()
+            ))
+        })?;
+        record(dir, &mut st, "prometheus", pid)?;
         prometheus::wait_ready(Duration::from_secs(30)).map_err(|e| {
             LabError::NotReady(format!(
                 "{e} (see {}/prometheus/prometheus.log)",
@@ -128,30 +142,46 @@ pub fn run(args: &UpArgs) -> Result<(), LabError> {
          kubectl:    kubectl --context {CONTEXT} get nodes -o wide   (context merged into {})\n\
          scripts:    eval \"$(skiff lab env)\"; kubectl get pods -A\n\
          image:      {IMAGE}\n\
-         metrics:    {}\n\
+         metrics:    {}   (HTTPS, a token allowed to get /metrics)\n\
+         join:       skiff lab join   (cluster token: {})\n\
          status:     skiff lab status\n\
          remove:     skiff lab down",
         plan.nodes,
         started.elapsed().as_secs_f64(),
         st.kubeconfig.display(),
         plan.indices()
-            .map(|k| format!("http://127.0.0.1:{}/metrics", plan::metrics_port(k)))
+            .map(|k| format!("https://127.0.0.1:{}/metrics", plan::metrics_port(k)))
             .collect::<Vec<_>>()
             .join(" "),
+        plan::node_dir(dir, 1).join("data/token").display(),
     );
     if plan.prometheus {
         println!(
-            "prometheus: http://127.0.0.1:{}/ (targets from /skiff/v1/prometheus-sd)",
+            "prometheus: http://127.0.0.1:{}/ (targets from /skiff/v1/prometheus-sd, scraped with its own token)",
             plan::PROMETHEUS_PORT
         );
     }
     Ok(())
 }
 
-fn build(dir: &Path, st: &mut LabState) -> Result<(), LabError> {
+/// The lab's cluster token: made once per lab, kept in `DIR/token` (0600).
+fn ensure_token(dir: &Path) -> Result<(), LabError> {
+    let path = plan::token_path(dir);
+    if !path.exists() {
+        let token = crate::pki::ClusterToken::generate()?;
+        crate::pki::write_private(&path, &token.secret)?;
+    }
+    Ok(())
+}
+
+/// Everything but Prometheus: namespaces, registry, servers (all at once: node 1 creates the
+/// cluster CA, the others join through it), the forwarder and the kubeconfigs. Returns the
+/// admin's access once node 1 has written the CA and the admin token.
+fn build(dir: &Path, st: &mut LabState, timeout: Duration) -> Result<Access, LabError> {
     let plan = st.plan.clone();
     // State first: `down` finds whatever exists from the first namespace on.
     state::save(dir, st)?;
+    ensure_token(dir)?;
     netns::add(UNDERLAY_NS)?;
     ip(&["-n", UNDERLAY_NS, "link", "add", BRIDGE, "type", "bridge"])?;
     ip(&[
@@ -178,18 +208,11 @@ fn build(dir: &Path, st: &mut LabState) -> Result<(), LabError> {
     cmd.args(["lab", "forward", "--dir"]).arg(dir);
     let pid = netns::spawn(None, cmd, &dir.join("forward.log"))?;
     record(dir, st, "forwarder", pid)?;
-    if plan.prometheus {
-        let pid = prometheus::start(dir)?;
-        record(dir, st, "prometheus", pid)?;
-    }
-    let server = format!("http://127.0.0.1:{}", plan::API_PORT);
-    std::fs::write(
-        state::own_kubeconfig(dir),
-        crate::cli::kubeconfig_text(&server, CONTEXT),
-    )?;
-    st.kubeconfig_created = kubeconfig::merge(&st.kubeconfig, &server)?;
+    let access = access::wait_admin(dir, st, timeout)?;
+    crate::pki::write_private(&state::own_kubeconfig(dir), &access.kubeconfig(CONTEXT))?;
+    st.kubeconfig_created = kubeconfig::merge(&st.kubeconfig, &access)?;
     state::save(dir, st)?;
-    Ok(())
+    Ok(access)
 }
 
 /// Namespace `skiff-nK` with `eth0` at 10.90.0.(10+K)/24, its peer on the underlay bridge.
@@ -228,7 +251,8 @@ pub(super) fn add_node_namespace(k: usize) -> Result<(), LabError> {
 }
 
 /// Node K's `skiff server`, or with `agent_of` (an API URL) its `skiff agent`, in its
-/// namespace, logging to `DIR/nK/server.log`.
+/// namespace, logging to `DIR/nK/server.log`. Both take the cluster token from their config
+/// (`security.token_file`).
 pub(super) fn start_node(
     dir: &Path,
     st: &mut LabState,
@@ -254,31 +278,37 @@ fn record(dir: &Path, st: &mut LabState, role: &str, pid: u32) -> Result<(), Lab
     state::save(dir, st)
 }
 
-/// Polls the API through the forwarder until the nodes `names` are Ready, printing progress.
-pub(super) fn wait_ready(names: &[String], timeout: Duration) -> Result<(), LabError> {
+/// Polls the API through the forwarder (as the admin, over TLS) until the nodes `names` are
+/// Ready, printing progress.
+pub(super) fn wait_ready(
+    access: &Access,
+    names: &[String],
+    timeout: Duration,
+) -> Result<(), LabError> {
     let want = names.len();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let url = format!("http://127.0.0.1:{}", plan::API_PORT);
-        let uri = url
-            .parse()
-            .map_err(|e| LabError::Invalid(format!("{url}: {e}")))?;
-        let client = kube::Client::try_from(kube::Config::new(uri))
-            .map_err(|e| LabError::NotReady(e.to_string()))?;
+        let client = access.kube_client()?;
         let nodes: kube::Api<Node> = kube::Api::all(client);
         let start = Instant::now();
         let mut last = None;
+        let mut error = String::new();
         loop {
             let ready = match nodes.list(&Default::default()).await {
-                Ok(list) => list
-                    .items
-                    .iter()
-                    .filter(|n| n.metadata.name.as_ref().is_some_and(|m| names.contains(m)))
-                    .filter(|n| crate::controllers::pods::node_ready(n))
-                    .count(),
-                Err(_) => 0,
+                Ok(list) => {
+                    error.clear();
+                    list.items
+                        .iter()
+                        .filter(|n| n.metadata.name.as_ref().is_some_and(|m| names.contains(m)))
+                        .filter(|n| crate::controllers::pods::node_ready(n))
+                        .count()
+                }
+                Err(e) => {
+                    error = format!(" (last API error: {e})");
+                    0
+                }
             };
             if last != Some(ready) {
                 println!(
@@ -292,7 +322,7 @@ pub(super) fn wait_ready(names: &[String], timeout: Duration) -> Result<(), LabE
             }
             if start.elapsed() > timeout {
                 return Err(LabError::NotReady(format!(
-                    "only {ready}/{want} nodes Ready after {} s",
+                    "only {ready}/{want} nodes Ready after {} s{error}",
                     timeout.as_secs()
                 )));
             }

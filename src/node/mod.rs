@@ -126,20 +126,28 @@ pub struct NodeHandle {
     pub storage: actix::Addr<storage::LocalPath>,
 }
 
+/// What the kubelet port serves HTTPS with: the node's certificate (system:node:NAME, with
+/// the node's addresses), and the cluster CA its callers' client certificates must chain to.
+#[derive(Clone)]
+pub struct NodeTls {
+    pub ca_pem: String,
+    pub node: crate::pki::KeyedCert,
+}
+
 /// Builds the agent from the configuration and starts the `Kubelet` actor and, unless
-/// disabled, the `OverlayAgent` (inside a running actix system). `api_url`: the API server
-/// the agents talk to.
+/// disabled, the `OverlayAgent` (inside a running actix system). `api`: the API server the
+/// agents talk to, with the node's credentials; `tls`: the kubelet port's certificate.
 pub async fn start(
     cfg: &crate::config::Config,
-    api_url: &str,
+    api: &crate::pki::client::Access,
+    tls: &NodeTls,
     registry: &prometheus::Registry,
 ) -> Result<NodeHandle, NodeError> {
     use actix::Actor;
     let node = &cfg.node;
-    let uri: http::Uri = api_url
-        .parse()
-        .map_err(|e| NodeError::Config(format!("API URL {api_url:?}: {e}")))?;
-    let client = Client::try_from(kube::Config::new(uri))?;
+    let client = api
+        .kube_client()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
     let dirs = NodeDirs {
         state: cfg.node_state_dir(),
         run: node.run_dir.join(&cfg.node_name),
@@ -207,7 +215,12 @@ pub async fn start(
         runtime_version,
     };
     // Logs and exec for the API server's pods/log and pods/exec.
-    let server = server::serve(node.listen_addr, dirs.clone(), node.runtime.clone())?;
+    let server = server::serve(
+        node.listen_addr,
+        dirs.clone(),
+        node.runtime.clone(),
+        server::tls_config(&tls.ca_pem, &tls.node)?,
+    )?;
     actix::spawn(server);
     let ctx = Arc::new(NodeContext {
         client,

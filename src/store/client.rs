@@ -1,10 +1,15 @@
 //! The store's client API: what the API server uses. Cheap to clone; talks to one replica.
+//!
+//! With encryption at rest configured, the client encrypts the values of Secrets before they
+//! are proposed (so the Raft log and snapshots only hold ciphertext) and decrypts every value
+//! it hands back: reads, write results and watch events.
 
 use std::time::Duration;
 
 use actix::Addr;
 use tokio::time::Instant;
 
+use super::encryption::{self, Codec};
 use super::error::StoreError;
 use super::node::{Propose, RaftNode, Read, Watch};
 use super::pending::{Query, QueryResult};
@@ -35,6 +40,8 @@ pub struct ListResult {
 pub struct StoreClient {
     addr: Addr<RaftNode>,
     timeout: Duration,
+    /// Encryption at rest; `None`: values are stored as given.
+    codec: Option<Codec>,
 }
 
 /// Pause before proposing again after a proposal that certainly did not apply.
@@ -42,7 +49,17 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 impl StoreClient {
     pub fn new(addr: Addr<RaftNode>, timeout: Duration) -> Self {
-        Self { addr, timeout }
+        Self {
+            addr,
+            timeout,
+            codec: None,
+        }
+    }
+
+    /// This client with values encrypted at rest by `codec`.
+    pub fn with_codec(mut self, codec: Option<Codec>) -> Self {
+        self.codec = codec;
+        self
     }
 
     pub fn timeout(&self) -> Duration {
@@ -94,8 +111,22 @@ impl StoreClient {
     }
 
     /// Applies all ops or none. Proposals that certainly did not apply (no leader, lost in
-    /// a leader change) are proposed again until the timeout.
+    /// a leader change) are proposed again until the timeout. With encryption at rest, a
+    /// previous value that does not decrypt (its key is gone) fails the call with
+    /// `Transformation` although the ops were applied.
     pub async fn txn(&self, ops: Vec<Op>) -> Result<TxnResponse, StoreError> {
+        let ops = match &self.codec {
+            Some(c) => c.encode_ops(ops)?,
+            None => ops,
+        };
+        let mut r = self.propose(ops).await?;
+        if let Some(c) = &self.codec {
+            c.decode_txn(&mut r)?;
+        }
+        Ok(r)
+    }
+
+    async fn propose(&self, ops: Vec<Op>) -> Result<TxnResponse, StoreError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let sent = tokio::time::timeout_at(deadline, self.addr.send(Propose(ops.clone())));
@@ -129,7 +160,11 @@ impl StoreClient {
         let r = self
             .read(Query::Get { key: key.into() }, consistency)
             .await?;
-        Ok(r.kvs.into_iter().next())
+        let mut kv = r.kvs.into_iter().next();
+        if let (Some(c), Some(kv)) = (&self.codec, kv.as_mut()) {
+            c.decode_kv(kv)?;
+        }
+        Ok(kv)
     }
 
     /// Keys under `prefix` in key order, after `start_after`, at most `limit` (0 = all).
@@ -145,7 +180,10 @@ impl StoreClient {
             start_after,
             limit,
         };
-        let r = self.read(query, consistency).await?;
+        let mut r = self.read(query, consistency).await?;
+        if let Some(c) = &self.codec {
+            c.decode_kvs(&mut r.kvs)?;
+        }
         let continue_after = if r.more {
             r.kvs.last().map(|kv| kv.key.clone())
         } else {
@@ -175,7 +213,17 @@ impl StoreClient {
             prefix: prefix.into(),
             after,
         };
-        self.addr.send(msg).await.map_err(|_| StoreError::Stopped)?
+        let stream = self
+            .addr
+            .send(msg)
+            .await
+            .map_err(|_| StoreError::Stopped)??;
+        // Only watches that can see encrypted keys need decrypting.
+        let codec = self
+            .codec
+            .clone()
+            .filter(|_| encryption::may_contain_encrypted(prefix));
+        Ok(stream.with_codec(codec))
     }
 
     async fn read(

@@ -30,6 +30,10 @@ pub enum StoreError {
     Invalid(String),
     #[error("storage failure: {0}")]
     Storage(String),
+    /// A stored value could not be encrypted or decrypted (unknown key, failed
+    /// authentication): an internal error, never the value in the clear.
+    #[error("encryption at rest: {0}")]
+    Transformation(String),
 }
 
 impl StoreError {

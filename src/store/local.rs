@@ -1,17 +1,22 @@
-//! Several replicas in one process over real loopback TCP and real data dirs: the store as
-//! tests and benchmarks run it.
+//! Several replicas in one process over real loopback TCP (mutual TLS with a throwaway CA)
+//! and real data dirs: the store as tests and benchmarks run it.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::encryption::Transformer;
+use super::peer_tls::ThrowawayCa;
 use super::{NodeOptions, NodeStatus, Replica, StoreClient, StoreError};
 
 pub struct LocalCluster {
     pub opts: Vec<NodeOptions>,
     addrs: Vec<SocketAddr>,
     replicas: Vec<Option<Replica>>,
+    registries: Vec<prometheus::Registry>,
+    ca: ThrowawayCa,
 }
 
 /// Free loopback ports (bound then released; the replicas bind them with address reuse).
@@ -27,19 +32,26 @@ fn free_ports(n: usize) -> Result<Vec<SocketAddr>, StoreError> {
 
 impl LocalCluster {
     /// Starts `n` replicas with data dirs under `dir`; `tweak` adjusts every replica's options.
+    /// Each replica gets a peer certificate (O=skiff:servers, for 127.0.0.1 and localhost)
+    /// of a CA made for this cluster.
     pub fn start(
         n: usize,
         dir: &Path,
         tweak: impl Fn(&mut NodeOptions),
     ) -> Result<Self, StoreError> {
+        let ca = ThrowawayCa::generate("skiff local cluster CA")?;
         let addrs = free_ports(n)?;
         let peers: BTreeMap<u64, String> = addrs
             .iter()
             .enumerate()
             .map(|(i, a)| (i as u64 + 1, a.to_string()))
             .collect();
+        // One generated key for the whole cluster: any replica's client decrypts what
+        // another's encrypted.
+        let encryption = Some(Arc::new(Transformer::generate()?));
         let opts: Vec<NodeOptions> = (0..n)
             .map(|i| {
+                let tls = ca.loopback_peer_tls(&format!("n{}", i + 1))?;
                 let mut o = NodeOptions {
                     id: i as u64 + 1,
                     cluster_id: 0x5eed,
@@ -55,15 +67,19 @@ impl LocalCluster {
                     request_timeout: Duration::from_secs(5),
                     watch_history: 10_000,
                     tolerate_tail_corruption: false,
+                    encryption: encryption.clone(),
+                    tls,
                 };
                 tweak(&mut o);
-                o
+                Ok(o)
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         let mut c = LocalCluster {
             opts,
             addrs,
             replicas: (0..n).map(|_| None).collect(),
+            registries: (0..n).map(|_| prometheus::Registry::new()).collect(),
+            ca,
         };
         for i in 0..n {
             c.start_replica(i)?;
@@ -82,7 +98,18 @@ impl LocalCluster {
             self.addrs[i],
             &registry,
         )?);
+        self.registries[i] = registry;
         Ok(())
+    }
+
+    /// The metrics of replica `i` (of its latest start).
+    pub fn registry(&self, i: usize) -> &prometheus::Registry {
+        &self.registries[i]
+    }
+
+    /// The CA the replicas' peer certificates come from.
+    pub fn ca(&self) -> &ThrowawayCa {
+        &self.ca
     }
 
     pub fn stop_replica(&mut self, i: usize) {

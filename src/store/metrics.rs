@@ -1,6 +1,6 @@
 //! Prometheus metrics of one store replica.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::error::StoreError;
 
@@ -20,6 +20,9 @@ pub struct StoreMetrics {
     pub keys: IntGauge,
     pub revision: IntGauge,
     pub watchers: IntGauge,
+    /// Peer connections refused or failed in TLS (handshake or peer check), by `direction`
+    /// (`inbound`: accepted here, `outbound`: dialled from here).
+    pub peer_tls_handshake_failures: IntCounterVec,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
@@ -48,6 +51,17 @@ impl StoreMetrics {
             .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14)?),
         )?;
         r.register(Box::new(proposal_seconds.clone()))?;
+        let peer_tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "skiff_raft_peer_tls_handshake_failures_total",
+                "Raft peer connections that failed the TLS handshake or the peer certificate check.",
+            ),
+            &["direction"],
+        )?;
+        r.register(Box::new(peer_tls_handshake_failures.clone()))?;
+        for direction in ["inbound", "outbound"] {
+            peer_tls_handshake_failures.with_label_values(&[direction]);
+        }
         Ok(Self {
             term: gauge(r, "skiff_raft_term", "Current Raft term.")?,
             leader_id: gauge(
@@ -91,6 +105,7 @@ impl StoreMetrics {
             keys: gauge(r, "skiff_store_keys", "Keys in the state machine.")?,
             revision: gauge(r, "skiff_store_revision", "Store revision.")?,
             watchers: gauge(r, "skiff_store_watchers", "Open watches on this replica.")?,
+            peer_tls_handshake_failures,
         })
     }
 }

@@ -2,11 +2,13 @@
 
 mod client;
 pub mod datadir;
+pub mod encryption;
 mod error;
 mod local;
 mod logger;
 mod metrics;
 mod node;
+pub mod peer_tls;
 mod pending;
 mod replica;
 mod snapshot;
@@ -19,6 +21,7 @@ pub use client::{Consistency, ListResult, StoreClient};
 pub use error::StoreError;
 pub use local::LocalCluster;
 pub use node::{Health, NodeOptions, NodeStatus};
+pub use peer_tls::PeerTls;
 pub use replica::Replica;
 pub use state_machine::{Event, EventKind, KeyValue, Op, OpResult, TxnResponse};
 pub use watch::WatchStream;

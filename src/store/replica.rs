@@ -10,6 +10,7 @@ use prometheus::Registry;
 use tokio::sync::watch;
 
 use super::client::StoreClient;
+use super::encryption::{Codec, TransformMetrics};
 use super::error::StoreError;
 use super::metrics::StoreMetrics;
 use super::node::{GetStatus, Health, NodeOptions, NodeStatus, RaftNode};
@@ -35,6 +36,14 @@ impl Replica {
         registry: &Registry,
     ) -> Result<Self, StoreError> {
         let metrics = StoreMetrics::register(registry)?;
+        let codec = match &opts.encryption {
+            Some(t) => Some(Codec::new(
+                t.clone(),
+                Some(TransformMetrics::register(registry)?),
+            )),
+            None => None,
+        };
+        let tls_failures = metrics.peer_tls_handshake_failures.clone();
         let health = Arc::new(Health::default());
         let isolation = Isolation::default();
         let id = opts.id;
@@ -51,13 +60,12 @@ impl Replica {
                     let node = RaftNode::open(opts.clone(), metrics, h)?;
                     Ok::<_, StoreError>(RaftNode::create(move |ctx| {
                         let t = Transport::start(
-                            opts.cluster_id,
-                            opts.id,
-                            &opts.peers,
+                            &opts,
                             listener,
                             ctx.address().recipient(),
                             ctx.address().recipient(),
                             iso,
+                            tls_failures,
                         );
                         node.attach(t)
                     }))
@@ -81,7 +89,7 @@ impl Replica {
             id,
             system,
             thread: Some(thread),
-            client: StoreClient::new(addr.clone(), timeout),
+            client: StoreClient::new(addr.clone(), timeout).with_codec(codec),
             addr,
             isolation,
             health,

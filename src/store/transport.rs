@@ -1,24 +1,29 @@
-//! Peer transport: one persistent outbound TCP connection per peer carrying length-delimited
-//! protobuf raft `Message`s. Every connection opens with a hello frame naming the cluster id
-//! and the sender; a peer of another cluster is refused.
+//! Peer transport: one persistent outbound mutual-TLS connection per peer carrying
+//! length-delimited protobuf raft `Message`s. Both ends present a certificate of the cluster
+//! CA naming the peer organization (see `peer_tls`). Every connection then opens with a hello
+//! frame naming the cluster id and the sender; a peer of another cluster is refused.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use prometheus::{IntCounter, IntCounterVec};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::{client, server};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tracing::{debug, warn};
 
 use super::error::StoreError;
+use super::node::NodeOptions;
+use super::peer_tls::{PeerTls, HANDSHAKE_TIMEOUT};
 
 const MAGIC: &[u8; 8] = b"SKIFFRP1";
 const QUEUE_PER_PEER: usize = 8192;
@@ -26,6 +31,10 @@ const MAX_FRAME: usize = 512 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A repeated TLS failure (same peer or address, same reason) is logged at warn this often.
+const TLS_WARN_EVERY: Duration = Duration::from_secs(60);
+
+type PeerWriter = FramedWrite<client::TlsStream<TcpStream>, LengthDelimitedCodec>;
 
 /// A raft message received from a peer.
 #[derive(Message)]
@@ -94,26 +103,33 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, StoreError> {
 }
 
 impl Transport {
-    /// Starts the listener and one sender task per peer on the current (actix) runtime.
+    /// Starts the listener and one sender task per peer on the current (actix) runtime, for
+    /// the replica of `opts` (its ids, peers and TLS settings). TLS failures count in
+    /// `tls_failures` by direction.
     pub fn start(
-        cluster_id: u64,
-        node_id: u64,
-        peers: &BTreeMap<u64, String>,
+        opts: &NodeOptions,
         listener: TcpListener,
         inbound: Recipient<Inbound>,
         unreachable: Recipient<PeerUnreachable>,
         isolation: Isolation,
+        tls_failures: IntCounterVec,
     ) -> Self {
+        let (cluster_id, node_id) = (opts.cluster_id, opts.id);
         let greeting = hello(cluster_id, node_id);
+        let outbound_failures = tls_failures.with_label_values(&["outbound"]);
         let mut senders = BTreeMap::new();
-        for (&id, addr) in peers.iter().filter(|(&id, _)| id != node_id) {
+        for (&id, addr) in opts.peers.iter().filter(|(&id, _)| id != node_id) {
             let (tx, rx) = mpsc::channel(QUEUE_PER_PEER);
             senders.insert(id, tx);
             actix::spawn(run_peer(
-                id,
-                addr.clone(),
+                Dialer {
+                    id,
+                    addr: addr.clone(),
+                    tls: opts.tls.clone(),
+                    greeting: greeting.clone(),
+                    tls_failures: outbound_failures.clone(),
+                },
                 rx,
-                greeting.clone(),
                 unreachable.clone(),
             ));
         }
@@ -122,6 +138,9 @@ impl Transport {
             node_id,
             inbound,
             isolation: isolation.clone(),
+            tls: opts.tls.clone(),
+            tls_failures: tls_failures.with_label_values(&["inbound"]),
+            warned: Mutex::new(HashMap::new()),
         };
         actix::spawn(accept.run(listener));
         Transport {
@@ -145,25 +164,55 @@ impl Transport {
     }
 }
 
-async fn run_peer(
+/// How to reach one peer.
+struct Dialer {
     id: u64,
     addr: String,
-    mut rx: mpsc::Receiver<Message>,
+    tls: PeerTls,
     greeting: Bytes,
+    tls_failures: IntCounter,
+}
+
+enum ConnectError {
+    /// TCP connect or write failed: the peer is down or unreachable.
+    Io(std::io::Error),
+    /// The TLS handshake or the peer certificate check failed.
+    Tls(String),
+}
+
+async fn run_peer(
+    dialer: Dialer,
+    mut rx: mpsc::Receiver<Message>,
     unreachable: Recipient<PeerUnreachable>,
 ) {
+    let (id, addr) = (dialer.id, dialer.addr.clone());
     let mut backoff = BACKOFF_MIN;
+    // The last TLS failure logged at warn, and when: the reconnect loop would repeat it.
+    let mut warned: Option<(String, Instant)> = None;
     loop {
-        match connect(&addr, &greeting).await {
+        match dialer.connect().await {
             Ok(mut framed) => {
                 backoff = BACKOFF_MIN;
+                warned = None;
                 debug!(peer = id, %addr, "connected to peer");
                 if pump(&mut rx, &mut framed).await.is_none() {
                     return;
                 }
                 debug!(peer = id, %addr, "peer connection lost");
             }
-            Err(e) => debug!(peer = id, %addr, "cannot reach peer: {e}"),
+            Err(ConnectError::Io(e)) => debug!(peer = id, %addr, "cannot reach peer: {e}"),
+            Err(ConnectError::Tls(reason)) => {
+                dialer.tls_failures.inc();
+                let repeated = warned
+                    .as_ref()
+                    .is_some_and(|(r, at)| *r == reason && at.elapsed() < TLS_WARN_EVERY);
+                if repeated {
+                    debug!(peer = id, %addr, "refusing peer connection: {reason}");
+                } else {
+                    warn!(peer = id, %addr, "refusing peer connection: {reason}");
+                    warned = Some((reason, Instant::now()));
+                }
+            }
         }
         unreachable.do_send(PeerUnreachable(id));
         // What queued while the peer was away is stale; raft sends again what matters.
@@ -176,25 +225,41 @@ async fn run_peer(
     }
 }
 
-async fn connect(
-    addr: &str,
-    greeting: &Bytes,
-) -> std::io::Result<FramedWrite<TcpStream, LengthDelimitedCodec>> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
-    stream.set_nodelay(true)?;
-    let mut framed = FramedWrite::new(stream, codec());
-    framed.send(greeting.clone()).await?;
-    Ok(framed)
+impl Dialer {
+    /// TCP connect, TLS handshake and peer check, hello: each bounded in time.
+    async fn connect(&self) -> Result<PeerWriter, ConnectError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| {
+                ConnectError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timeout",
+                ))
+            })?
+            .map_err(ConnectError::Io)?;
+        stream.set_nodelay(true).map_err(ConnectError::Io)?;
+        let stream = self
+            .tls
+            .connect(&self.addr, stream)
+            .await
+            .map_err(ConnectError::Tls)?;
+        let mut framed = FramedWrite::new(stream, codec());
+        tokio::time::timeout(CONNECT_TIMEOUT, framed.send(self.greeting.clone()))
+            .await
+            .map_err(|_| {
+                ConnectError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "hello timeout",
+                ))
+            })?
+            .map_err(ConnectError::Io)?;
+        Ok(framed)
+    }
 }
 
 /// Writes queued messages in batches until the connection fails (`Some`) or the transport
 /// is dropped (`None`).
-async fn pump(
-    rx: &mut mpsc::Receiver<Message>,
-    framed: &mut FramedWrite<TcpStream, LengthDelimitedCodec>,
-) -> Option<()> {
+async fn pump(rx: &mut mpsc::Receiver<Message>, framed: &mut PeerWriter) -> Option<()> {
     loop {
         let first = rx.recv().await?;
         let mut batch = vec![first];
@@ -228,6 +293,10 @@ struct Accept {
     node_id: u64,
     inbound: Recipient<Inbound>,
     isolation: Isolation,
+    tls: PeerTls,
+    tls_failures: IntCounter,
+    /// When a TLS refusal from an address was last logged at warn.
+    warned: Mutex<HashMap<IpAddr, Instant>>,
 }
 
 impl Accept {
@@ -246,10 +315,44 @@ impl Accept {
         }
     }
 
+    /// Logs a TLS refusal: at warn, but at most once per `TLS_WARN_EVERY` per address (a
+    /// misconfigured peer retries every second).
+    fn refused(&self, from: SocketAddr, reason: &str) {
+        self.tls_failures.inc();
+        let now = Instant::now();
+        let loud = {
+            let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+            if warned.len() > 1024 {
+                warned.retain(|_, at| now.duration_since(*at) < TLS_WARN_EVERY);
+            }
+            match warned.get(&from.ip()) {
+                Some(at) if now.duration_since(*at) < TLS_WARN_EVERY => false,
+                _ => {
+                    warned.insert(from.ip(), now);
+                    true
+                }
+            }
+        };
+        if loud {
+            warn!(%from, "refusing peer connection: {reason}");
+        } else {
+            debug!(%from, "refusing peer connection: {reason}");
+        }
+    }
+
     async fn serve(self: Arc<Self>, stream: TcpStream, from: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        let stream: server::TlsStream<TcpStream> = match self.tls.accept(stream).await {
+            Ok(s) => s,
+            Err(reason) => {
+                self.refused(from, &reason);
+                return;
+            }
+        };
         let mut framed = FramedRead::new(stream, codec());
-        let Some(Ok(first)) = framed.next().await else {
+        let Ok(Some(Ok(first))) = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next()).await
+        else {
+            debug!(%from, "peer connection closed before its hello");
             return;
         };
         let peer = match parse_hello(&first) {

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 
 use tokio::sync::mpsc;
 
+use super::encryption::Codec;
 use super::error::StoreError;
 use super::state_machine::Event;
 
@@ -11,18 +12,73 @@ use super::state_machine::Event;
 /// watch again from the last revision it saw (as a Kubernetes client does after a timeout).
 const WATCHER_BUFFER: usize = 4096;
 
-/// The receiving end of a watch. It ends when the replica stops or the watcher lags behind.
+/// The receiving end of a watch. It ends when the replica stops, the watcher lags behind, or
+/// an event's value cannot be decrypted (the error is logged; the watcher must list again,
+/// which reports the error).
 pub struct WatchStream {
     rx: mpsc::Receiver<Event>,
+    /// Decrypts values encrypted at rest; `None`: events as stored.
+    codec: Option<Codec>,
+    ended: bool,
 }
 
 impl WatchStream {
-    pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+    fn new(rx: mpsc::Receiver<Event>) -> Self {
+        Self {
+            rx,
+            codec: None,
+            ended: false,
+        }
     }
 
-    pub fn into_inner(self) -> mpsc::Receiver<Event> {
-        self.rx
+    pub(crate) fn with_codec(mut self, codec: Option<Codec>) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// The next event, values in the clear.
+    pub async fn next(&mut self) -> Option<Event> {
+        if self.ended {
+            return None;
+        }
+        let e = self.rx.recv().await?;
+        let Some(codec) = &self.codec else {
+            return Some(e);
+        };
+        match codec.decode_event(e) {
+            Ok(e) => Some(e),
+            Err(err) => {
+                tracing::error!("watch ended: {err}");
+                self.ended = true;
+                self.rx.close();
+                None
+            }
+        }
+    }
+
+    /// The events as a channel, values in the clear as `next` gives them. A watch that can
+    /// see encrypted values is decrypted by a task on the current tokio runtime.
+    pub fn into_inner(mut self) -> mpsc::Receiver<Event> {
+        if self.codec.is_none() {
+            return self.rx;
+        }
+        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    e = self.next() => match e {
+                        Some(e) => {
+                            if tx.send(e).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        rx
     }
 }
 
@@ -73,7 +129,7 @@ impl WatchHub {
             let _ = tx.try_send(e.clone());
         }
         self.watchers.push(Watcher { prefix, tx });
-        Ok(WatchStream { rx })
+        Ok(WatchStream::new(rx))
     }
 
     /// Records applied events and fans them out; closes watchers that are gone or too slow.
@@ -113,5 +169,62 @@ impl WatchHub {
         self.history.clear();
         self.watchers.clear();
         self.compacted = revision;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::encryption::{Codec, Transformer};
+    use crate::store::{EventKind, KeyValue};
+
+    fn event(key: &str, value: Vec<u8>, rev: u64) -> Event {
+        Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: key.into(),
+                value,
+                create_revision: rev,
+                mod_revision: rev,
+                version: 1,
+            },
+            prev: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_are_decrypted_and_a_bad_one_ends_the_watch() {
+        let t = Arc::new(Transformer::new(vec![("key1".into(), [1; 32])]).expect("t"));
+        let codec = Codec::new(t.clone(), None);
+        let key = "/registry/secrets/ns/s";
+        let sealed = t.to_storage(key, b"plain".to_vec()).expect("seal");
+        let mut hub = WatchHub::new(16, 0);
+        let mut direct = hub
+            .watch("/registry/secrets/".into(), 0)
+            .expect("watch")
+            .with_codec(Some(codec.clone()));
+        let mut channel = hub
+            .watch("/registry/secrets/".into(), 0)
+            .expect("watch")
+            .with_codec(Some(codec))
+            .into_inner();
+        let foreign = Transformer::new(vec![("key9".into(), [9; 32])]).expect("t");
+        let unreadable = foreign.to_storage(key, b"x".to_vec()).expect("seal");
+        hub.publish(vec![event(key, sealed, 1)]);
+        hub.publish(vec![event(key, unreadable, 2)]);
+        hub.publish(vec![event(key, b"late".to_vec(), 3)]);
+        assert_eq!(direct.next().await.expect("event").kv.value, b"plain");
+        assert!(
+            direct.next().await.is_none(),
+            "undecryptable event delivered"
+        );
+        assert!(
+            direct.next().await.is_none(),
+            "watch went on after the error"
+        );
+        assert_eq!(channel.recv().await.expect("event").kv.value, b"plain");
+        assert!(channel.recv().await.is_none());
     }
 }

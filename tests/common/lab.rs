@@ -1,6 +1,12 @@
-//! The `skiff lab` of tests/lab.rs and tests/services.rs: one lab per test in a temporary
-//! directory (removed on drop, also when the test fails), real kubectl against it, and the
-//! helpers those tests share. Needs `crate::node_host` and `crate::servers` at the crate root.
+//! The `skiff lab` of tests/lab.rs, tests/services.rs and tests/workloads.rs: one lab per test
+//! in a temporary directory (removed on drop, also when the test fails), real kubectl against
+//! it, and the helpers those tests share. Needs `crate::node_host` and `crate::servers` at the
+//! crate root.
+//!
+//! The lab is secure by default: its API and metrics ports are HTTPS with certificates from
+//! the cluster CA node 1 creates (`<lab>/n1/data/pki/ca.crt`), and everything but health
+//! needs a token. The helpers here verify that CA and present the admin token
+//! (`<lab>/n1/data/pki/admin.token`), as the lab's kubeconfig does.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -73,6 +79,28 @@ impl TestLab {
         let out = self.kubectl("/usr/bin/kubectl", args);
         assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Node 1's PKI: the cluster CA and the admin token.
+    pub fn pki(&self) -> PathBuf {
+        self.lab_dir().join("n1/data/pki")
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.pki().join("ca.crt")).expect("ca.crt")
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.pki().join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_string()
+    }
+
+    /// `GET path` on 127.0.0.1:`port` (the forwarder) over TLS verified with the cluster CA,
+    /// with `token` if given: (status, body), None when the connection or handshake fails.
+    pub fn https_get(&self, port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+        https_get(&self.ca_pem(), port, path, token)
     }
 
     pub fn logs(&self) -> String {
@@ -251,7 +279,37 @@ pub fn assert_cross_host(lab: &TestLab, pods: &[(String, String, String)]) {
     }
 }
 
-/// HTTP/1.0 GET on 127.0.0.1 in the root namespace: the body if 200.
+/// `GET path` on 127.0.0.1:`port` over TLS, trusting only `ca_pem` (the name checked is
+/// 127.0.0.1, which every lab certificate carries).
+pub fn https_get(
+    ca_pem: &str,
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = std::sync::Arc::new(skiff::pki::tls::client_config(ca_pem, None).ok()?);
+    let name = rustls::pki_types::ServerName::from(std::net::IpAddr::from([127, 0, 0, 1]));
+    let conn = rustls::ClientConnection::new(config, name).ok()?;
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(tls, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}\r\n").ok()?;
+    let mut buf = Vec::new();
+    // A close without close_notify is an error to rustls; what arrived still counts.
+    let _ = tls.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// Plain HTTP/1.0 GET on 127.0.0.1 in the root namespace (Prometheus' own port; every Skiff
+/// port is HTTPS): the body if 200.
 pub fn local_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -283,28 +341,31 @@ pub fn install_echo(lab: &TestLab, replicas: usize) {
     assert!(out.status.success(), "chart install: {}", text(&out));
 }
 
-pub fn metrics_of(k: usize) -> Option<String> {
-    local_get(9100 + k as u16, "/metrics")
+/// Node K's metrics through the forwarder (127.0.0.1:910K), HTTPS with the admin token.
+pub fn metrics_of(lab: &TestLab, k: usize) -> Option<String> {
+    let token = lab.admin_token();
+    lab.https_get(9100 + k as u16, "/metrics", Some(&token))
+        .filter(|(c, _)| *c == 200)
+        .map(|(_, body)| body)
 }
 
-pub fn is_leader(k: usize) -> bool {
-    metrics_of(k).is_some_and(|m| m.lines().any(|l| l == "skiff_raft_is_leader 1"))
+pub fn is_leader(lab: &TestLab, k: usize) -> bool {
+    metrics_of(lab, k).is_some_and(|m| m.lines().any(|l| l == "skiff_raft_is_leader 1"))
 }
 
-pub fn leader_among(nodes: &[usize]) -> Option<usize> {
-    nodes.iter().copied().find(|&k| is_leader(k))
+pub fn leader_among(lab: &TestLab, nodes: &[usize]) -> Option<usize> {
+    nodes.iter().copied().find(|&k| is_leader(lab, k))
 }
 
-/// kubectl inside node K's namespace, against that node's own API server.
-pub fn node_kubectl(k: usize, args: &[&str]) -> Output {
+/// kubectl inside node K's namespace, against that node's own API server: the lab's
+/// kubeconfig (CA, admin token) with the server 127.0.0.1:6443 of that namespace.
+pub fn node_kubectl(lab: &TestLab, k: usize, args: &[&str]) -> Output {
     Command::new("nsenter")
         .arg(format!("--net=/run/netns/skiff-n{k}"))
-        .args([
-            "kubectl",
-            "--server",
-            "http://127.0.0.1:6443",
-            "--request-timeout=5s",
-        ])
+        .arg("kubectl")
+        .arg("--kubeconfig")
+        .arg(lab.lab_dir().join("kubeconfig"))
+        .args(["--server", "https://127.0.0.1:6443", "--request-timeout=5s"])
         .args(args)
         .output()
         .expect("nsenter kubectl")

@@ -256,8 +256,10 @@ impl NodeHost {
         .expect("agent config");
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
         let mut cmd = Command::new(BIN);
-        cmd.args(["agent", "--server", "http://127.0.0.1:6443", "--config"])
+        let token = std::fs::read_to_string(self.dir.path().join("data/token")).expect("token");
+        cmd.args(["agent", "--server", "https://127.0.0.1:6443", "--config"])
             .arg(&config)
+            .env("SKIFF_TOKEN", token.trim())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
@@ -328,6 +330,32 @@ impl NodeHost {
         http_get_in(&self.netns, addr, path)
     }
 
+    /// An HTTPS GET from the node's namespace answers 200 (`token`: bearer token).
+    pub fn https_ok(&self, addr: &str, path: &str, token: Option<&str>) -> bool {
+        self.https_get(addr, path, token)
+            .is_some_and(|(code, _)| code == 200)
+    }
+
+    /// An HTTPS GET from the node's namespace: (status, body).
+    pub fn https_get(&self, addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+        let (addr, path, token) = (addr.to_string(), path.to_string(), token.map(String::from));
+        in_netns(&self.netns, move || {
+            crate::servers::tls::get_at(&addr, &path, token.as_deref())
+        })
+    }
+
+    /// The node's Prometheus metrics (as the admin).
+    pub fn metrics(&self) -> Option<(u16, String)> {
+        self.https_get("127.0.0.1:9101", "/metrics", self.admin_token().as_deref())
+    }
+
+    /// The server's admin token, once its PKI exists.
+    pub fn admin_token(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("data/pki/admin.token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+    }
+
     pub fn start_server(&mut self) {
         self.spawn_server();
         self.wait_ready();
@@ -353,8 +381,12 @@ impl NodeHost {
     /// Ready, and the bootstrap namespaces exist (created just after the API starts).
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.http_ok("127.0.0.1:9101", "/readyz")
-            || !self.http_ok("127.0.0.1:6443", "/api/v1/namespaces/default")
+        while !self.https_ok("127.0.0.1:9101", "/readyz", None)
+            || !self.https_ok(
+                "127.0.0.1:6443",
+                "/api/v1/namespaces/default",
+                self.admin_token().as_deref(),
+            )
         {
             if let Some(Ok(Some(st))) = self.server.as_mut().map(Child::try_wait) {
                 panic!("server exited: {st}\n{}", self.log());
@@ -381,22 +413,26 @@ impl NodeHost {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        format!("https://127.0.0.1:{}", self.api_port)
     }
 
     pub fn client(&self) -> kube::Client {
-        let url = self.url().parse().expect("url");
-        kube::Client::try_from(kube::Config::new(url)).expect("kube client")
+        crate::servers::tls::admin_client(&self.dir.path().join("data"), &self.url())
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
         let path = self.dir.path().join("kubeconfig");
         if !path.exists() {
             let out = Command::new(BIN)
-                .args(["kubeconfig", "--server", &self.url()])
+                .args(["kubeconfig", "--server", &self.url(), "--config"])
+                .arg(&self.config)
                 .output()
                 .expect("skiff kubeconfig");
-            assert!(out.status.success());
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             std::fs::write(&path, out.stdout).expect("kubeconfig");
         }
         path

@@ -84,7 +84,14 @@ impl Lab {
             let host = NodeHost::create(name, (k == 1).then_some(REGISTRY));
             let dir = host.dir.path();
             host.write_config(&format!(
-                "node_name = \"n{k}\"\ndata_dir = \"{data}\"\ninitial_cluster = [{members}]\npeer_listen_addr = \"{ip}:2380\"\nhttp_listen_addr = \"127.0.0.1:9101\"\napi_addr = \"127.0.0.1:6443\"\n[node]\naddress = \"{ip}\"\nlisten_addr = \"{ip}:10250\"\nrun_dir = \"{run}\"\ninsecure_registries = [\"{REGISTRY}\"]\nlease_renew_seconds = 2\nstatus_update_seconds = 2\n[overlay]\nbackend = \"{backend}\"\nresync_seconds = 5\n",
+                "node_name = \"n{k}\"\ndata_dir = \"{data}\"\ninitial_cluster = [{members}]\npeer_listen_addr = \"{ip}:2380\"\nhttp_listen_addr = \"127.0.0.1:9101\"\napi_addr = \"0.0.0.0:6443\"\n[node]\naddress = \"{ip}\"\nlisten_addr = \"{ip}:10250\"\nrun_dir = \"{run}\"\ninsecure_registries = [\"{REGISTRY}\"]\nlease_renew_seconds = 2\nstatus_update_seconds = 2\n[overlay]\nbackend = \"{backend}\"\nresync_seconds = 5\n[security]\ntoken = \"{token}\"\n{join}",
+                // Host 1 creates the CA; the others join through its API on the underlay.
+                token = crate::servers::TOKEN,
+                join = if k == 1 {
+                    String::new()
+                } else {
+                    format!("server_url = \"https://{}:6443\"\n", underlay_ip(1))
+                },
                 data = dir.join("data").display(),
                 run = dir.join("run").display(),
                 members = members.join(", "),

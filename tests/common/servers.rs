@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+#[path = "tls.rs"]
+pub mod tls;
+
+/// The cluster token of test clusters: server 1 creates the CA, the others join with it.
+pub const TOKEN: &str = "skiff-test-token-0123456789abcdef";
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_skiff");
 
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
@@ -70,19 +76,9 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-/// Whether `GET /readyz` on the port answers 200.
+/// Whether `GET /readyz` on the port answers 200 (over TLS).
 pub fn ready(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(s, "GET /readyz HTTP/1.0\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
+    tls::ready(port)
 }
 
 impl Servers {
@@ -103,8 +99,14 @@ impl Servers {
         for i in 0..n {
             let name = format!("n{}", i + 1);
             let config = dir.path().join(format!("{name}.toml"));
+            // Servers after the first join through it (they start together and retry).
+            let join = if i == 0 {
+                String::new()
+            } else {
+                format!("server_url = \"https://127.0.0.1:{}\"\n", ports[2])
+            };
             let text = format!(
-                "{node_off}node_name = \"{name}\"\ndata_dir = \"{data}\"\ninitial_cluster = [{members}]\npeer_listen_addr = \"127.0.0.1:{peer}\"\nhttp_listen_addr = \"127.0.0.1:{http}\"\napi_addr = \"127.0.0.1:{api}\"\n{extra}\n",
+                "{node_off}node_name = \"{name}\"\ndata_dir = \"{data}\"\ninitial_cluster = [{members}]\npeer_listen_addr = \"127.0.0.1:{peer}\"\nhttp_listen_addr = \"127.0.0.1:{http}\"\napi_addr = \"127.0.0.1:{api}\"\n{extra}\n[security]\ntoken = \"{TOKEN}\"\n{join}",
                 data = dir.path().join(&name).display(),
                 members = members.join(", "),
                 peer = ports[3 * i],
@@ -199,7 +201,7 @@ impl Servers {
     }
 
     pub fn url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[i].api)
+        format!("https://127.0.0.1:{}", self.nodes[i].api)
     }
 
     /// A kubeconfig file for server `i`, written by `skiff kubeconfig`.
@@ -220,9 +222,34 @@ impl Servers {
         path
     }
 
+    /// A kube-rs client of server `i` as the admin.
     pub fn client(&self, i: usize) -> kube::Client {
-        let url = self.url(i).parse().expect("url");
-        kube::Client::try_from(kube::Config::new(url)).expect("kube client")
+        tls::admin_client(&self.data_dir(i), &self.url(i))
+    }
+
+    /// Server `i`'s Prometheus metrics (from its API port, as the admin); empty when down.
+    pub fn metrics(&self, i: usize) -> String {
+        tls::get(self.nodes[i].api, "/metrics", Some(&self.admin_token()))
+            .filter(|(code, _)| *code == 200)
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// The replica whose metrics say it leads.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            self.metrics(i)
+                .lines()
+                .any(|l| l == "skiff_raft_is_leader 1")
+        })
+    }
+
+    /// The admin token (valid on every server of the cluster).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir(0).join("pki/admin.token"))
+            .expect("admin token")
+            .trim()
+            .to_string()
     }
 
     pub fn data_dir(&self, i: usize) -> PathBuf {

@@ -1,5 +1,10 @@
 //! Who is asking (authentication) and whether they may (authorization).
 
+pub mod rbac;
+pub mod rbac_cache;
+pub mod review;
+pub mod roles;
+
 use std::collections::BTreeMap;
 
 use actix_web::{HttpMessage, HttpRequest};
@@ -83,4 +88,64 @@ pub enum Decision {
     Deny(String),
     /// This authorizer has nothing to say; the next one decides.
     NoOpinion,
+}
+
+pub mod authn;
+pub mod node;
+
+/// The authorizer chain: the privileged group, then the node authorizer, then RBAC. No
+/// opinion from any of them is a refusal.
+pub async fn authorize(state: &crate::api::state::ApiState, attrs: &Attributes) -> Decision {
+    if attrs.user.in_group(MASTERS) {
+        return Decision::Allow;
+    }
+    if let Some(node) = attrs.user.node_name() {
+        match node::authorize(state, node, attrs).await {
+            Decision::NoOpinion => {}
+            d => return d,
+        }
+    }
+    rbac_decision(state, attrs)
+}
+
+fn rbac_decision(state: &crate::api::state::ApiState, attrs: &Attributes) -> Decision {
+    rbac::authorize(attrs, &state.rbac.snapshot())
+}
+
+/// The 403 message upstream gives.
+pub fn forbidden_message(a: &Attributes, why: &str) -> String {
+    let user = &a.user.username;
+    let tail = if why.is_empty() {
+        String::new()
+    } else {
+        format!(": {why}")
+    };
+    if !a.resource_request {
+        return format!(
+            "forbidden: User \"{user}\" cannot {} path \"{}\"{tail}",
+            a.verb, a.path
+        );
+    }
+    let res = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
+    let scope = if a.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace \"{}\"", a.namespace)
+    };
+    let name = if a.name.is_empty() {
+        String::new()
+    } else {
+        format!("{} ", a.name)
+    };
+    format!(
+        "{res} {name_q}is forbidden: User \"{user}\" cannot {verb} resource \"{plural}\" in API group \"{group}\" {scope}{tail}",
+        name_q = if name.is_empty() { String::new() } else { format!("\"{}\" ", name.trim()) },
+        verb = a.verb,
+        plural = res,
+        group = a.api_group,
+    )
 }

@@ -194,6 +194,14 @@ pub fn decode(bytes: &[u8]) -> Result<Value, ApiError> {
         .map_err(bad)?
         .unwrap_or_default();
     let mut obj = decode_message(&name, &raw, 0)?;
+    // Raw JSON fields (RawExtension, FieldsV1) nest up to serde_json's limit below the depth
+    // of their field; the store could not read such an object back.
+    if super::body::depth(&obj) > super::body::MAX_DEPTH {
+        return Err(bad(format!(
+            "the object nests deeper than {} levels",
+            super::body::MAX_DEPTH
+        )));
+    }
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(api_version));
         m.insert("kind".into(), json!(kind));
@@ -438,6 +446,27 @@ mod tests {
         let meta = decode_message("apimachinery.pkg.apis.meta.v1.ObjectMeta", &zero_time, 0)
             .expect("decode");
         assert_eq!(meta, json!({}));
+    }
+
+    #[test]
+    fn raw_json_nested_deeper_than_the_store_reads_is_refused() {
+        // metadata.managedFields[0].fieldsV1 is 4 levels deep, so 123 levels of raw JSON there
+        // make an object of 127, which serde_json (and so the store) still reads.
+        let configmap = |levels: usize| {
+            let raw = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+            let entry = field(7, &field(1, raw.as_bytes()));
+            let meta = [field(1, b"cfg"), field(17, &entry)].concat();
+            let type_meta = [field(1, b"v1"), field(2, b"ConfigMap")].concat();
+            let unknown = [field(1, &type_meta), field(2, &field(1, &meta))].concat();
+            [b"k8s\0".to_vec(), unknown].concat()
+        };
+        let obj = decode(&configmap(123)).expect("decode");
+        let text = serde_json::to_vec(&obj).expect("to");
+        serde_json::from_slice::<Value>(&text).expect("the store reads it back");
+        assert!(matches!(
+            decode(&configmap(124)),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 
     #[test]

@@ -21,7 +21,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_FRAME: usize = 1 << 20;
 
 type Upstream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 fn upgrade(ctx: &Ctx<'_>) -> String {
     ctx.req
@@ -72,8 +72,9 @@ pub async fn exec(
         .filter_map(|h| h.to_str().ok());
     let offered = Protocol::negotiate(offered).map_err(ApiError::BadRequest)?;
     let proto = offered.unwrap_or(Protocol::V1);
-    let url = target.url("ws", "exec", ctx);
-    let upstream = connect(&url, proto, &target.addr).await;
+    let url = target.url("wss", "exec", ctx);
+    let tls = ctx.state.kubelet_tls.for_node(&target.node);
+    let upstream = connect(&url, proto, &target.addr, tls).await;
     let (mut resp, session, stream) = actix_ws::handle(ctx.req, payload)
         .map_err(|e| ApiError::BadRequest(format!("WebSocket handshake: {e}")))?;
     if let Some(p) = offered {
@@ -93,8 +94,13 @@ pub async fn exec(
     Ok(resp)
 }
 
-/// The kubelet's WebSocket, or why there is none.
-async fn connect(url: &str, proto: Protocol, addr: &str) -> Result<Upstream, String> {
+/// The kubelet's WebSocket over TLS (`tls`: see `KubeletTls::for_node`), or why there is none.
+async fn connect(
+    url: &str,
+    proto: Protocol,
+    addr: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Upstream, String> {
     let mut req = url
         .into_client_request()
         .map_err(|e| format!("invalid kubelet URL {url}: {e}"))?;
@@ -102,26 +108,40 @@ async fn connect(url: &str, proto: Protocol, addr: &str) -> Result<Upstream, Str
         "Sec-WebSocket-Protocol",
         tungstenite::http::HeaderValue::from_static(proto.name()),
     );
+    let name = super::tls::server_name(addr)?;
     let cfg = tungstenite::protocol::WebSocketConfig::default().max_frame_size(Some(MAX_FRAME));
-    let connecting = tokio_tungstenite::connect_async_with_config(req, Some(cfg), false);
-    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Err(_) => Err(format!(
-            "error dialing backend: timed out reaching the kubelet at {addr}"
-        )),
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(tungstenite::Error::Http(resp))) => {
-            let body = resp.body().as_deref().unwrap_or_default();
-            let message = serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
-                .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
-            Err(format!(
-                "the kubelet refused exec ({}): {message}",
-                resp.status().as_u16()
-            ))
+    let connecting = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("error dialing backend: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("error dialing backend: TLS with the kubelet at {addr}: {e}"))?;
+        match tokio_tungstenite::client_async_with_config(req, stream, Some(cfg)).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::Error::Http(resp)) => {
+                let body = resp.body().as_deref().unwrap_or_default();
+                let message = serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
+                    .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+                Err(format!(
+                    "the kubelet refused exec ({}): {message}",
+                    resp.status().as_u16()
+                ))
+            }
+            Err(e) => Err(format!("error dialing backend: {e}")),
         }
-        Ok(Err(e)) => Err(format!("error dialing backend: {e}")),
-    }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "error dialing backend: timed out reaching the kubelet at {addr}"
+            ))
+        })
 }
 
 /// Reports `message` as the exec's failure and closes.

@@ -2,7 +2,7 @@
 //! (chunked, so `kubectl logs -f` sees each line when the kubelet sends it).
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -11,35 +11,49 @@ use serde_json::Value;
 
 use super::super::handlers::Ctx;
 use super::super::status::ApiError;
+use super::KubeletTls;
+
+/// Clients kept per thread; past this many nodes the map starts over.
+const MAX_CLIENTS: usize = 256;
 
 thread_local! {
-    // One client per API worker thread: its pooled connections live on that thread's runtime.
-    static CLIENT: RefCell<Option<reqwest::Client>> = const { RefCell::new(None) };
+    // Per API worker thread (its pooled connections live on that thread's runtime) and per
+    // node (each checks its kubelet's certificate for that node).
+    static CLIENTS: RefCell<HashMap<String, reqwest::Client>> = RefCell::new(HashMap::new());
 }
 
-fn client() -> Result<reqwest::Client, ApiError> {
-    CLIENT.with(|c| {
-        let mut c = c.borrow_mut();
-        if let Some(client) = c.as_ref() {
+fn client(tls: &KubeletTls, node: &str) -> Result<reqwest::Client, ApiError> {
+    CLIENTS.with(|c| {
+        let mut clients = c.borrow_mut();
+        if let Some(client) = clients.get(node) {
             return Ok(client.clone());
         }
-        // Kubelets are spoken to in plain HTTP, but the TLS backend is compiled in (for image
-        // pulls) and must be given a crypto provider rather than look for a process default.
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ApiError::Internal(format!("kubelet client TLS: {e}")))?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .tls_backend_preconfigured(tls)
+            .tls_backend_preconfigured((*tls.for_node(node)).clone())
             .build()
             .map_err(|e| ApiError::Internal(format!("kubelet client: {e}")))?;
-        *c = Some(client.clone());
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(node.to_string(), client.clone());
         Ok(client)
     })
+}
+
+/// An error and what caused it (reqwest's own message leaves out TLS failures).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// A kubelet's error answer: passed on when it is a `metav1.Status`, wrapped otherwise.
@@ -60,11 +74,13 @@ pub fn kubelet_error(code: u16, body: &[u8]) -> HttpResponse {
 
 pub async fn log(ctx: &Ctx<'_>, pod: &Value) -> Result<HttpResponse, ApiError> {
     let target = super::target(ctx, pod).await?;
-    let url = target.url("http", "containerLogs", ctx);
-    let resp = client()?.get(&url).send().await.map_err(|e| {
+    let url = target.url("https", "containerLogs", ctx);
+    let client = client(&ctx.state.kubelet_tls, &target.node)?;
+    let resp = client.get(&url).send().await.map_err(|e| {
         ApiError::Internal(format!(
-            "error trying to reach the kubelet at {}: {e}",
-            target.addr
+            "error trying to reach the kubelet at {}: {}",
+            target.addr,
+            with_causes(&e)
         ))
     })?;
     let status = resp.status().as_u16();

@@ -1,11 +1,14 @@
 //! `pods/{name}/log` and `pods/{name}/exec`, proxied to the kubelet server of the pod's node
-//! (`status.addresses` and `status.daemonEndpoints.kubeletEndpoint.Port` of its Node).
+//! (`status.addresses` and `status.daemonEndpoints.kubeletEndpoint.Port` of its Node), over
+//! TLS with the server's certificate (see `tls`).
 
 mod exec;
 mod log;
+mod tls;
 
 pub use exec::exec;
 pub use log::log;
+pub use tls::KubeletTls;
 
 use std::net::IpAddr;
 
@@ -19,9 +22,10 @@ use crate::store::Consistency;
 
 const DEFAULT_KUBELET_PORT: u64 = 10250;
 
-/// Where a pod's container is served: the kubelet's `host:port` and the container name.
+/// Where a pod's container is served: the kubelet's `host:port`, its node and the container.
 pub struct KubeletTarget {
     pub addr: String,
+    pub node: String,
     pub container: String,
 }
 
@@ -153,6 +157,7 @@ pub async fn target(ctx: &Ctx<'_>, pod: &Value) -> Result<KubeletTarget, ApiErro
     let node = object::from_kv(&kv)?;
     Ok(KubeletTarget {
         addr: kubelet_addr(&node, node_name)?,
+        node: node_name.to_string(),
         container,
     })
 }

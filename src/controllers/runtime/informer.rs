@@ -37,13 +37,15 @@ where
 {
     /// Starts watching `api` on the current (actix) runtime.
     pub fn start(api: Api<K>) -> Arc<Self> {
+        Self::start_with(api, watcher::Config::default())
+    }
+
+    /// Starts watching `api` with `config` (label or field selectors).
+    pub fn start_with(api: Api<K>, config: watcher::Config) -> Arc<Self> {
         let (store, writer) = reflector::store();
         let (tx, _) = broadcast::channel(CHANGE_BUFFER);
         let sender = tx.clone();
-        let stream = reflector::reflector(
-            writer,
-            watcher(api, watcher::Config::default()).default_backoff(),
-        );
+        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
         actix::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {

@@ -92,7 +92,10 @@ impl PodWorker {
         }
         if self.volumes.is_none() {
             let root = self.ctx.dirs.volumes(&self.uid);
-            self.volumes = Some(volumes::prepare(&self.ctx.client, pod, &root).await?);
+            let prepared = volumes::prepare(&self.ctx.client, pod, &root, &mut self.tokens);
+            self.volumes = Some(prepared.await?);
+        } else {
+            self.tokens.refresh(&self.ctx.client, pod).await;
         }
         if self.etc.is_none() {
             let ip = self.pod_ip.clone().unwrap_or_default();

@@ -40,6 +40,8 @@ pub struct PodWorker {
     pod_ip: Option<String>,
     sandbox_ready: bool,
     volumes: Option<BTreeMap<String, PathBuf>>,
+    /// Projected ServiceAccount tokens in those volumes, refreshed before they expire.
+    tokens: volumes::Tokens,
     etc: Option<EtcFiles>,
     containers: BTreeMap<String, ContainerState>,
     start_time: String,
@@ -77,6 +79,7 @@ impl PodWorker {
             pod_ip: None,
             sandbox_ready: false,
             volumes: None,
+            tokens: volumes::Tokens::default(),
             etc: None,
             containers: BTreeMap::new(),
             start_time,

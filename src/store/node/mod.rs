@@ -18,6 +18,7 @@ use tracing::{debug, error, info};
 mod ready;
 mod snapshots;
 
+use crate::store::encryption::Transformer;
 use crate::store::error::StoreError;
 use crate::store::logger::raft_logger;
 use crate::store::metrics::StoreMetrics;
@@ -51,6 +52,11 @@ pub struct NodeOptions {
     pub watch_history: usize,
     /// Open a log with a damaged tail by dropping the tail (see the README).
     pub tolerate_tail_corruption: bool,
+    /// Encryption at rest of Secrets, applied by the replica's clients before proposing;
+    /// `None`: values are stored as given.
+    pub encryption: Option<Arc<Transformer>>,
+    /// Mutual TLS of the peer transport: this replica's certificate and the cluster CA.
+    pub tls: crate::store::peer_tls::PeerTls,
 }
 
 /// Lock-free view of the replica for health checks.
