@@ -21,14 +21,8 @@ use actix_web::{web, HttpRequest};
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::sync::Semaphore;
 
-use futures_util::StreamExt;
-
 use super::status::ApiError;
 use crate::config::ApiConfig;
-
-/// Most of a refused request's body read before answering (a larger one closes the
-/// connection).
-const DRAIN_LIMIT: usize = 1 << 20;
 
 #[derive(Clone)]
 pub struct Limiter {
@@ -203,14 +197,7 @@ pub async fn admit(
             // The body is read (and dropped) first: closing a connection with unread data
             // resets it, and the client would lose the 429 with it.
             let mut req = req;
-            let (_, payload) = req.parts_mut();
-            let mut left = DRAIN_LIMIT;
-            while let Some(Ok(chunk)) = payload.next().await {
-                left = left.saturating_sub(chunk.len());
-                if left == 0 {
-                    break;
-                }
-            }
+            super::auth::authn::drain(&mut req).await;
             return Err(ApiError::TooManyRequests.into());
         }
         Some(Ok(p)) => Some(p),
