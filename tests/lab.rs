@@ -1,5 +1,5 @@
 //! `skiff lab` end to end, as root: `up` builds a three-node replicated cluster in network
-//! namespaces that real kubectl (1.27 and 1.33) reaches on 127.0.0.1:6443 over TLS with the
+//! namespaces that real kubectl (1.27 and 1.33) reaches on 127.0.0.1 over TLS with the
 //! admin token of the kubeconfig it writes (anonymous requests get 401); the echo chart's
 //! pods on every node reach each other across hosts; `up` and `down` are idempotent and `down`
 //! leaves no namespace, link, mount, process, file or kubeconfig entry behind. Prometheus
@@ -40,7 +40,7 @@ fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
         state
     );
 
-    // Real kubectl, old and new, through 127.0.0.1:6443: three Ready nodes with pod CIDRs.
+    // Real kubectl, old and new, through the forwarder: three Ready nodes with pod CIDRs.
     for kubectl in [KUBECTL_OLD, KUBECTL_NEW] {
         let out = lab.kubectl(kubectl, &["get", "nodes", "-o", "wide", "--no-headers"]);
         assert!(out.status.success(), "{kubectl}: {}", text(&out));
@@ -74,11 +74,11 @@ fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
     // the server with the cluster CA and present the admin token, and are private files, as
     // is the lab's cluster token.
     let admin = lab.admin_token();
-    let anonymous = lab.https_get(6443, "/api/v1/pods", None);
+    let anonymous = lab.https_get(API_PORT, "/api/v1/pods", None);
     assert_eq!(anonymous.as_ref().map(|a| a.0), Some(401), "{anonymous:?}");
-    let as_admin = lab.https_get(6443, "/api/v1/pods", Some(&admin));
+    let as_admin = lab.https_get(API_PORT, "/api/v1/pods", Some(&admin));
     assert_eq!(as_admin.as_ref().map(|a| a.0), Some(200), "{as_admin:?}");
-    let metrics = lab.https_get(9101, "/metrics", None);
+    let metrics = lab.https_get(metrics_port(1), "/metrics", None);
     assert_eq!(metrics.as_ref().map(|a| a.0), Some(401), "{metrics:?}");
     let ca = {
         use base64::Engine;
@@ -93,12 +93,15 @@ fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
         let entry = |list: &str| {
             doc[list]
                 .as_array()
-                .and_then(|l| l.iter().find(|e| e["name"] == "skiff-lab"))
+                .and_then(|l| l.iter().find(|e| e["name"] == CONTEXT))
                 .cloned()
-                .unwrap_or_else(|| panic!("no skiff-lab in {list} of {}", file.display()))
+                .unwrap_or_else(|| panic!("no {CONTEXT} in {list} of {}", file.display()))
         };
         let cluster = entry("clusters");
-        assert_eq!(cluster["cluster"]["server"], "https://127.0.0.1:6443");
+        assert_eq!(
+            cluster["cluster"]["server"],
+            format!("https://127.0.0.1:{API_PORT}")
+        );
         assert_eq!(
             cluster["cluster"]["certificate-authority-data"],
             ca.as_str()
@@ -108,7 +111,7 @@ fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&file)
-            .args(["--context", "skiff-lab", "get", "pods", "-A"])
+            .args(["--context", CONTEXT, "get", "pods", "-A"])
             .output()
             .expect("kubectl");
         assert!(out.status.success(), "{}: {}", file.display(), text(&out));
@@ -151,7 +154,7 @@ fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
     let got = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         got,
-        format!("3\n{IMAGE} 10.90.0.1:5000 skiff-n1 skiff-n2 skiff-n3\n"),
+        format!("3\n{IMAGE} 10.90.0.1:5000 skt-n1 skt-n2 skt-n3\n"),
         "{}",
         text(&out)
     );
@@ -163,7 +166,10 @@ fn lab_up_serves_kubectl_and_cross_host_pods_and_down_leaves_nothing() {
     assert_eq!(st.matches(" leader ").count(), 1, "{st}");
     assert_eq!(st.matches(" running ").count(), 3, "{st}");
     assert_eq!(st.matches(" ready ").count(), 3, "{st}");
-    assert!(st.contains("https://127.0.0.1:9101/metrics"), "{st}");
+    assert!(
+        st.contains(&format!("https://127.0.0.1:{}/metrics", metrics_port(1))),
+        "{st}"
+    );
 
     // The echo chart with 6 replicas lands on all three nodes; pods reach each other across hosts.
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/echo");
@@ -246,15 +252,18 @@ fn encode(q: &str) -> String {
 
 /// Prometheus' instant query result vector.
 fn prom_query(q: &str) -> Vec<Value> {
-    local_get(9090, &format!("/api/v1/query?query={}", encode(q)))
-        .and_then(|b| serde_json::from_str::<Value>(&b).ok())
-        .and_then(|v| v["data"]["result"].as_array().cloned())
-        .unwrap_or_default()
+    local_get(
+        PROMETHEUS_PORT,
+        &format!("/api/v1/query?query={}", encode(q)),
+    )
+    .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+    .and_then(|v| v["data"]["result"].as_array().cloned())
+    .unwrap_or_default()
 }
 
 /// Prometheus' active targets.
 fn active_targets() -> Vec<Value> {
-    let Some(body) = local_get(9090, "/api/v1/targets?state=active") else {
+    let Some(body) = local_get(PROMETHEUS_PORT, "/api/v1/targets?state=active") else {
         return Vec::new();
     };
     let v: Value = serde_json::from_str(&body).unwrap_or_default();
@@ -346,9 +355,9 @@ fn prometheus_in_the_lab_scrapes_nodes_and_pods_across_the_overlay() {
         "system:serviceaccount:kube-system:prometheus"
     );
     // That token reads metrics and nothing else.
-    let metrics = lab.https_get(9102, "/metrics", Some(token.trim()));
+    let metrics = lab.https_get(metrics_port(2), "/metrics", Some(token.trim()));
     assert_eq!(metrics.as_ref().map(|m| m.0), Some(200), "{metrics:?}");
-    let pods = lab.https_get(6443, "/api/v1/pods", Some(token.trim()));
+    let pods = lab.https_get(API_PORT, "/api/v1/pods", Some(token.trim()));
     assert_eq!(pods.as_ref().map(|m| m.0), Some(403), "{pods:?}");
     let leaders = prom_query("skiff_raft_is_leader == 1");
     assert_eq!(leaders.len(), 1, "{leaders:?}");
@@ -374,7 +383,7 @@ fn lab_survives_leader_loss_partition_and_node_loss() {
     });
     let leader = leader_among(&lab, &all).expect("leader");
 
-    // A kubectl write loop through 127.0.0.1:6443 (bounded in count and time).
+    // A kubectl write loop through the forwarder (bounded in count and time).
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -415,7 +424,7 @@ fn lab_survives_leader_loss_partition_and_node_loss() {
     eprintln!("new leader after {:.2} s", killed.elapsed().as_secs_f64());
     let before = count();
     wait_for(
-        "10 more writes through 127.0.0.1:6443",
+        "10 more writes through the forwarder",
         Duration::from_secs(60),
         || count() >= before + 10,
     );
@@ -457,7 +466,7 @@ fn lab_survives_leader_loss_partition_and_node_loss() {
     let port = format!("n{cut}");
     let link = |state: &str| {
         let ok = Command::new("ip")
-            .args(["-n", "skiff-ul", "link", "set", &port, state])
+            .args(["-n", UNDERLAY_NS, "link", "set", &port, state])
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "ip link set {port} {state}");

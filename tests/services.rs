@@ -42,7 +42,8 @@ fn requests_from(lab: &TestLab, pod: &str, url: &str, n: usize) -> Vec<String> {
 /// busybox `wget -q -O- ARGS` from the underlay namespace (outside every node), 3 s at most.
 fn underlay_wget(args: &[String]) -> Option<Output> {
     Command::new("nsenter")
-        .args(["--net=/run/netns/skiff-ul", "busybox", "timeout", "3"])
+        .arg(format!("--net=/run/netns/{UNDERLAY_NS}"))
+        .args(["busybox", "timeout", "3"])
         .args(["busybox", "wget", "-q", "-O-"])
         .args(args)
         .output()
@@ -157,7 +158,7 @@ fn cluster_ip_node_port_and_load_balancer_across_the_lab() {
     let holder = (1..=3)
         .find(|k| {
             Command::new("ip")
-                .args(["-n", &format!("skiff-n{k}"), "-o", "addr"])
+                .args(["-n", &node_ns(*k), "-o", "addr"])
                 .output()
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{lb_ip}/32")))
         })

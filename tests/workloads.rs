@@ -375,13 +375,8 @@ fn daemonsets_jobs_and_cronjobs_in_the_lab() {
     // An image change rolls out node by node; `kubectl rollout status` follows it.
     let v2 = IMAGE.replace(":latest", ":v2");
     let copied = Command::new("nsenter")
-        .args([
-            "--net=/run/netns/skiff-ul",
-            "skopeo",
-            "copy",
-            "--quiet",
-            "--insecure-policy",
-        ])
+        .arg(format!("--net=/run/netns/{UNDERLAY_NS}"))
+        .args(["skopeo", "copy", "--quiet", "--insecure-policy"])
         .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
         .arg(format!("docker://{IMAGE}"))
         .arg(format!("docker://{v2}"))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::pki::client::{Access, Identity};
 
-use super::plan::{self, API_PORT};
+use super::plan::{self, Plan};
 use super::state::LabState;
 use super::{netns, LabError};
 
@@ -19,16 +19,11 @@ pub fn pki_dir(dir: &Path) -> PathBuf {
     plan::node_dir(dir, 1).join("data").join("pki")
 }
 
-/// The API through the forwarder.
-pub fn api_url() -> String {
-    format!("https://127.0.0.1:{API_PORT}")
-}
-
 /// The admin's access to the lab's API through the forwarder.
-pub fn admin(dir: &Path) -> Result<Access, LabError> {
+pub fn admin(dir: &Path, plan: &Plan) -> Result<Access, LabError> {
     let pki = pki_dir(dir);
     Ok(Access {
-        url: api_url(),
+        url: plan.api_url(),
         ca_pem: crate::pki::read(&pki.join("ca.crt"))?,
         identity: Identity::Token(
             crate::pki::read(&pki.join("admin.token"))?
@@ -51,7 +46,7 @@ pub fn wait_admin(dir: &Path, st: &LabState, timeout: Duration) -> Result<Access
     let deadline = Instant::now() + timeout;
     loop {
         if pki.join("ca.crt").is_file() && pki.join("admin.token").is_file() {
-            return admin(dir);
+            return admin(dir, &st.plan);
         }
         let log = plan::node_dir(dir, 1).join("server.log");
         if pid.is_some_and(|p| !netns::alive(p)) {

@@ -6,16 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::plan::{self, MAX_NODES, UNDERLAY_NS};
+use super::plan::{self, MAX_NODES};
 use super::{kubeconfig, netns, state, LabError};
 
-pub fn run(dir: &Path) -> Result<(), LabError> {
+/// Removes the lab in `dir`, or when `dir` has no lab state, the namespaces of the lab `name`
+/// (what a failed `up` may have left).
+pub fn run(dir: &Path, name: &str) -> Result<(), LabError> {
     let st = state::load(dir)?;
+    let name = st.as_ref().map_or(name, |s| s.plan.name.as_str());
+    plan::check_name(name)?;
+    let underlay = plan::underlay_ns(name);
     let node_namespaces: Vec<String> = (1..=MAX_NODES)
-        .map(plan::node_ns)
+        .map(|k| plan::node_ns(name, k))
         .filter(|n| netns::exists(n))
         .collect();
-    if st.is_none() && node_namespaces.is_empty() && !netns::exists(UNDERLAY_NS) {
+    if st.is_none() && node_namespaces.is_empty() && !netns::exists(&underlay) {
         println!("skiff lab: no lab in {}; nothing to remove", dir.display());
         return Ok(());
     }
@@ -33,7 +38,7 @@ pub fn run(dir: &Path) -> Result<(), LabError> {
     for ns in node_namespaces
         .iter()
         .map(String::as_str)
-        .chain([UNDERLAY_NS])
+        .chain([underlay.as_str()])
     {
         pids.extend(netns::pids(ns));
     }
@@ -51,12 +56,12 @@ pub fn run(dir: &Path) -> Result<(), LabError> {
     for ns in node_namespaces
         .iter()
         .map(String::as_str)
-        .chain([UNDERLAY_NS])
+        .chain([underlay.as_str()])
     {
         netns::delete(ns)?;
     }
     if let Some(st) = st {
-        kubeconfig::remove(&st.kubeconfig, st.kubeconfig_created)?;
+        kubeconfig::remove(&st.kubeconfig, &st.plan.context(), st.kubeconfig_created)?;
         let left = mounts_under(dir);
         if !left.is_empty() {
             return Err(LabError::Invalid(format!(

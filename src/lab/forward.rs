@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::plan::{self, Plan, API_PORT, NODE_METRICS_PORT, PROMETHEUS_PORT};
+use super::plan::{Plan, API_PORT, NODE_METRICS_PORT, PROMETHEUS_PORT};
 use super::{netns, state, LabError};
 
 type DialRequest = (
@@ -131,7 +131,7 @@ pub fn run(dir: &Path) -> Result<(), LabError> {
 async fn serve(plan: Plan, dir: std::path::PathBuf) -> Result<(), LabError> {
     let mut dialers = Vec::new();
     for k in plan.indices() {
-        dialers.push(Dialer::new(&plan::node_ns(k))?);
+        dialers.push(Dialer::new(&plan.node_ns(k))?);
     }
     let nodes = Arc::new(Nodes {
         probe_tls: tokio_rustls::TlsConnector::from(Arc::new(
@@ -142,13 +142,13 @@ async fn serve(plan: Plan, dir: std::path::PathBuf) -> Result<(), LabError> {
         preferred: AtomicUsize::new(0),
     });
     // Bind everything first: a port in use is an error before anything is served.
-    let api = bind(API_PORT).await?;
+    let api = bind(plan.ports.api).await?;
     let mut metrics = Vec::new();
     for k in plan.indices() {
-        metrics.push((k - 1, bind(plan::metrics_port(k)).await?));
+        metrics.push((k - 1, bind(plan.metrics_port(k)).await?));
     }
     let prometheus = if plan.prometheus {
-        Some(bind(PROMETHEUS_PORT).await?)
+        Some(bind(plan.ports.prometheus).await?)
     } else {
         None
     };
@@ -157,7 +157,7 @@ async fn serve(plan: Plan, dir: std::path::PathBuf) -> Result<(), LabError> {
     }
     if let Some(l) = prometheus {
         tokio::spawn(forward_to(l, nodes.clone(), 0, PROMETHEUS_PORT));
-        tokio::spawn(super::prometheus::renew(dir));
+        tokio::spawn(super::prometheus::renew(dir, plan.clone()));
     }
     tokio::spawn(watch_health(nodes.clone()));
     info!(nodes = plan.nodes, "lab forwarder serving");

@@ -7,13 +7,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::netns::{self, run};
-use super::plan::{IMAGE, REGISTRY, UNDERLAY_NS};
+use super::plan::{IMAGE, REGISTRY};
 use super::LabError;
 
 const BUILD_SCRIPT: &str = include_str!("../../scripts/build-busybox-image.sh");
 
-/// Starts the registry; returns its pid.
-pub fn start_registry(dir: &Path) -> Result<u32, LabError> {
+/// Starts the registry in the underlay namespace `ul`; returns its pid.
+pub fn start_registry(dir: &Path, ul: &str) -> Result<u32, LabError> {
     let root = dir.join("registry");
     std::fs::create_dir_all(&root)?;
     let cfg = root.join("config.yml");
@@ -26,12 +26,12 @@ pub fn start_registry(dir: &Path) -> Result<u32, LabError> {
     )?;
     let mut cmd = Command::new("docker-registry");
     cmd.arg("serve").arg(&cfg);
-    let pid = netns::spawn(Some(UNDERLAY_NS), cmd, &root.join("registry.log"))?;
+    let pid = netns::spawn(Some(ul), cmd, &root.join("registry.log"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
     let probe = format!("http://{REGISTRY}/v2/");
     loop {
         let ok = Command::new("nsenter")
-            .arg(format!("--net={}", netns::path(UNDERLAY_NS).display()))
+            .arg(format!("--net={}", netns::path(ul).display()))
             .args(["busybox", "wget", "-q", "-O", "/dev/null", &probe])
             .stderr(std::process::Stdio::null())
             .status()
@@ -49,14 +49,14 @@ pub fn start_registry(dir: &Path) -> Result<u32, LabError> {
     }
 }
 
-/// Builds the busybox image and pushes it as `IMAGE`.
-pub fn preload(dir: &Path) -> Result<(), LabError> {
+/// Builds the busybox image and pushes it as `IMAGE` from the underlay namespace `ul`.
+pub fn preload(dir: &Path, ul: &str) -> Result<(), LabError> {
     let layout = dir.join("busybox");
     let script = dir.join("build-busybox-image.sh");
     std::fs::write(&script, BUILD_SCRIPT)?;
     run(Command::new("bash").arg(&script).arg(&layout))?;
     run(Command::new("nsenter")
-        .arg(format!("--net={}", netns::path(UNDERLAY_NS).display()))
+        .arg(format!("--net={}", netns::path(ul).display()))
         .args([
             "skopeo",
             "copy",

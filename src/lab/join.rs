@@ -18,7 +18,7 @@ pub fn run(dir: &Path, timeout: Duration) -> Result<(), LabError> {
         ))
     })?;
     let k = (st.plan.nodes + 1..=MAX_NODES)
-        .find(|k| !netns::exists(&plan::node_ns(*k)))
+        .find(|k| !netns::exists(&st.plan.node_ns(*k)))
         .ok_or_else(|| {
             LabError::Invalid(format!("the lab has its maximum of {MAX_NODES} nodes"))
         })?;
@@ -31,12 +31,12 @@ pub fn run(dir: &Path, timeout: Duration) -> Result<(), LabError> {
             .iter()
             .filter(|(r, _)| *r == role)
             .map(|(_, p)| *p as i32)
-            .chain(netns::pids(&plan::node_ns(k)))
+            .chain(netns::pids(&st.plan.node_ns(k)))
             .collect();
         netns::stop(&pids, Duration::from_secs(2));
         st.processes.retain(|(r, _)| *r != role);
         state::save(dir, &st)?;
-        netns::delete(&plan::node_ns(k))?;
+        netns::delete(&st.plan.node_ns(k))?;
         return Err(e);
     }
     println!(
@@ -54,8 +54,8 @@ fn join(
     api: &str,
     timeout: Duration,
 ) -> Result<(), LabError> {
-    let admin = access::admin(dir)?;
-    up::add_node_namespace(k)?;
+    let admin = access::admin(dir, &st.plan)?;
+    up::add_node_namespace(&st.plan, k)?;
     up::start_node(dir, st, k, Some(api))?;
     up::wait_ready(&admin, &[plan::node_name(k)], timeout).map_err(|e| {
         LabError::NotReady(format!(

@@ -1,4 +1,4 @@
-//! The `skiff-lab` cluster, user and context in the user's kubeconfig: merged next to what is
+//! The lab's cluster, user and context (all named `NAME-lab`, `skiff-lab` by default) in the user's kubeconfig: merged next to what is
 //! there (other contexts untouched) and removed again by `down`. The cluster carries the
 //! cluster CA (`certificate-authority-data`), the user the admin token, so the file is
 //! written with mode 0600.
@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use crate::pki::client::{Access, Identity};
 
-use super::plan::CONTEXT;
 use super::LabError;
 
 /// `$KUBECONFIG`'s first file, else `~/.kube/config` (kubectl's choice for writes).
@@ -56,11 +55,11 @@ fn write(path: &Path, doc: &Value) -> Result<(), LabError> {
     std::fs::rename(&tmp, path).map_err(|e| err(path, e.to_string()))
 }
 
-/// Drops entries named `skiff-lab` from `clusters`, `contexts` and `users`.
-fn strip(doc: &mut Value) {
+/// Drops entries named `context` from `clusters`, `contexts` and `users`.
+fn strip(doc: &mut Value, context: &str) {
     for list in ["clusters", "contexts", "users"] {
         if let Some(items) = doc.get_mut(list).and_then(Value::as_array_mut) {
-            items.retain(|i| i.get("name").and_then(Value::as_str) != Some(CONTEXT));
+            items.retain(|i| i.get("name").and_then(Value::as_str) != Some(context));
         }
     }
 }
@@ -84,17 +83,17 @@ fn user(identity: &Identity) -> Value {
     }
 }
 
-/// Merges the lab context (`access`: the server, the CA to trust and who to be) into `path`;
-/// makes it the current context only when the file has none. Returns whether the file was
-/// created.
-pub fn merge(path: &Path, access: &Access) -> Result<bool, LabError> {
+/// Merges the lab context `context` (`access`: the server, the CA to trust and who to be)
+/// into `path`; makes it the current context only when the file has none. Returns whether
+/// the file was created.
+pub fn merge(path: &Path, context: &str, access: &Access) -> Result<bool, LabError> {
     let existing = read(path)?;
     let created = existing.is_none();
     let mut doc = existing.unwrap_or_else(|| json!({"apiVersion": "v1", "kind": "Config"}));
     if !doc.is_object() {
         return Err(err(path, "not a kubeconfig (top level is not a map)"));
     }
-    strip(&mut doc);
+    strip(&mut doc, context);
     let add = |doc: &mut Value, list: &str, item: Value| -> Result<(), LabError> {
         let slot = &mut doc[list];
         if slot.is_null() {
@@ -108,7 +107,7 @@ pub fn merge(path: &Path, access: &Access) -> Result<bool, LabError> {
     add(
         &mut doc,
         "clusters",
-        json!({"name": CONTEXT, "cluster": {
+        json!({"name": context, "cluster": {
             "server": access.url,
             "certificate-authority-data": b64(&access.ca_pem),
         }}),
@@ -116,31 +115,31 @@ pub fn merge(path: &Path, access: &Access) -> Result<bool, LabError> {
     add(
         &mut doc,
         "users",
-        json!({"name": CONTEXT, "user": user(&access.identity)}),
+        json!({"name": context, "user": user(&access.identity)}),
     )?;
     add(
         &mut doc,
         "contexts",
-        json!({"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT}}),
+        json!({"name": context, "context": {"cluster": context, "user": context}}),
     )?;
     if doc
         .get("current-context")
         .and_then(Value::as_str)
         .is_none_or(str::is_empty)
     {
-        doc["current-context"] = json!(CONTEXT);
+        doc["current-context"] = json!(context);
     }
     write(path, &doc)?;
     Ok(created)
 }
 
 /// Removes the lab's entries; deletes the file if the lab created it and nothing else is left.
-pub fn remove(path: &Path, created: bool) -> Result<(), LabError> {
+pub fn remove(path: &Path, context: &str, created: bool) -> Result<(), LabError> {
     let Some(mut doc) = read(path)? else {
         return Ok(());
     };
-    strip(&mut doc);
-    if doc.get("current-context").and_then(Value::as_str) == Some(CONTEXT) {
+    strip(&mut doc, context);
+    if doc.get("current-context").and_then(Value::as_str) == Some(context) {
         doc["current-context"] = json!("");
     }
     let empty = ["clusters", "contexts", "users"]
@@ -155,6 +154,8 @@ pub fn remove(path: &Path, created: bool) -> Result<(), LabError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CONTEXT: &str = "skiff-lab";
 
     const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
@@ -171,7 +172,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config");
-        merge(&path, &access("https://127.0.0.1:6443")).expect("merge");
+        merge(&path, CONTEXT, &access("https://127.0.0.1:6443")).expect("merge");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let doc = read(&path).expect("read").expect("doc");
@@ -197,7 +198,7 @@ mod tests {
             cert: "C".into(),
             key: "K".into(),
         });
-        merge(&path, &a).expect("merge again");
+        merge(&path, CONTEXT, &a).expect("merge again");
         let doc = read(&path).expect("read").expect("doc");
         assert_eq!(entries(&doc, "users"), 1);
         let u = &doc["users"][0]["user"];
@@ -212,16 +213,16 @@ mod tests {
         let path = dir.path().join("config");
         let other = "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster:\n    server: https://prod:6443\ncontexts:\n- name: prod\n  context:\n    cluster: prod\n    user: prod\ncurrent-context: prod\nusers:\n- name: prod\n  user:\n    token: secret\npreferences: {}\n";
         std::fs::write(&path, other).expect("write");
-        assert!(!merge(&path, &access("https://127.0.0.1:6443")).expect("merge"));
+        assert!(!merge(&path, CONTEXT, &access("https://127.0.0.1:6443")).expect("merge"));
         // Merging twice leaves one entry.
-        merge(&path, &access("https://127.0.0.1:6443")).expect("merge again");
+        merge(&path, CONTEXT, &access("https://127.0.0.1:6443")).expect("merge again");
         let doc = read(&path).expect("read").expect("doc");
         assert_eq!(entries(&doc, "contexts"), 2);
         assert_eq!(entries(&doc, "users"), 2);
         assert_eq!(doc["users"][1]["user"]["token"], "admin-token");
         assert_eq!(doc["current-context"], "prod");
         assert_eq!(doc["users"][0]["user"]["token"], "secret");
-        remove(&path, false).expect("remove");
+        remove(&path, CONTEXT, false).expect("remove");
         let doc = read(&path).expect("read").expect("doc");
         let want: Value = yaml_serde::from_str(other).expect("yaml");
         assert_eq!(doc, want);
@@ -231,16 +232,16 @@ mod tests {
     fn a_file_the_lab_created_goes_away_with_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/config");
-        assert!(merge(&path, &access("https://127.0.0.1:6443")).expect("merge"));
+        assert!(merge(&path, CONTEXT, &access("https://127.0.0.1:6443")).expect("merge"));
         let doc = read(&path).expect("read").expect("doc");
         assert_eq!(doc["current-context"], CONTEXT);
         assert_eq!(
             doc["clusters"][0]["cluster"]["server"],
             "https://127.0.0.1:6443"
         );
-        remove(&path, true).expect("remove");
+        remove(&path, CONTEXT, true).expect("remove");
         assert!(!path.exists());
-        remove(&path, true).expect("idempotent");
+        remove(&path, CONTEXT, true).expect("idempotent");
     }
 
     #[test]
@@ -248,7 +249,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config");
         std::fs::write(&path, "clusters: [unclosed").expect("write");
-        assert!(merge(&path, &access("https://x")).is_err());
+        assert!(merge(&path, CONTEXT, &access("https://x")).is_err());
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
             "clusters: [unclosed"

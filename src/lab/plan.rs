@@ -1,22 +1,24 @@
-//! The lab's names and address plan (design.md, "Lab topology"): one underlay namespace with a
-//! bridge, node K in namespace `skiff-nK` at 10.90.0.(10+K) on it, the registry at 10.90.0.1.
+//! The lab's names and address plan (design.md, "Lab topology"): one underlay namespace
+//! `NAME-ul` with a bridge, node K in namespace `NAME-nK` at 10.90.0.(10+K) on it, the
+//! registry at 10.90.0.1. NAME is `skiff` unless `--name` says otherwise: labs with different
+//! names and root-namespace ports run side by side (addresses only exist inside their own
+//! namespaces), so `make test` works while the `make lab` lab is up.
 
 use std::path::Path;
 
 use super::LabError;
 
-pub const UNDERLAY_NS: &str = "skiff-ul";
+pub const DEFAULT_NAME: &str = "skiff";
 pub const BRIDGE: &str = "br0";
 pub const REGISTRY: &str = "10.90.0.1:5000";
 pub const REGISTRY_CIDR: &str = "10.90.0.1/24";
 pub const IMAGE: &str = "10.90.0.1:5000/busybox:latest";
-pub const CONTEXT: &str = "skiff-lab";
 /// LoadBalancer addresses: on the underlay, answered by one node.
 pub const LB_POOL: &str = "10.90.0.200-10.90.0.219";
-/// Ports on 127.0.0.1 in the root namespace.
+/// Inside every node namespace (Prometheus: node 1's); the forwarder maps `LocalPorts` on
+/// 127.0.0.1 in the root namespace to them.
 pub const API_PORT: u16 = 6443;
 pub const PROMETHEUS_PORT: u16 = 9090;
-/// Inside every node namespace.
 pub const NODE_METRICS_PORT: u16 = 9101;
 pub const MAX_NODES: usize = 9;
 pub const BACKENDS: [&str; 3] = ["vxlan", "host-gw", "vxlan-user"];
@@ -27,6 +29,50 @@ pub struct Plan {
     pub nodes: usize,
     pub backend: String,
     pub prometheus: bool,
+    /// Prefix of the namespaces and the kubeconfig context.
+    #[serde(default = "default_name")]
+    pub name: String,
+    #[serde(default)]
+    pub ports: LocalPorts,
+}
+
+/// The forwarder's ports on 127.0.0.1 in the root namespace.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LocalPorts {
+    pub api: u16,
+    /// Node 1's metrics; node K's is this + K - 1.
+    pub metrics: u16,
+    pub prometheus: u16,
+}
+
+impl Default for LocalPorts {
+    fn default() -> Self {
+        LocalPorts {
+            api: API_PORT,
+            metrics: NODE_METRICS_PORT,
+            prometheus: PROMETHEUS_PORT,
+        }
+    }
+}
+
+fn default_name() -> String {
+    DEFAULT_NAME.into()
+}
+
+/// A name that makes valid namespace names and a kubeconfig context: a lowercase letter, then
+/// up to 11 lowercase letters, digits or dashes.
+pub fn check_name(name: &str) -> Result<(), LabError> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 12
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(LabError::Invalid(format!(
+            "--name must be a lowercase letter then up to 11 of [a-z0-9-], got {name:?}"
+        )))
+    }
 }
 
 impl Plan {
@@ -46,7 +92,55 @@ impl Plan {
             nodes,
             backend: backend.to_string(),
             prometheus,
+            name: default_name(),
+            ports: LocalPorts::default(),
         })
+    }
+
+    /// This plan under another name and root-namespace ports.
+    pub fn named(self, name: &str, ports: LocalPorts) -> Result<Plan, LabError> {
+        check_name(name)?;
+        let plan = Plan {
+            name: name.into(),
+            ports,
+            ..self
+        };
+        let mut local = plan.local_ports();
+        let wanted = local.len();
+        local.sort_unstable();
+        local.dedup();
+        if local.len() != wanted
+            || local.first() == Some(&0)
+            || plan.metrics_port(plan.nodes) < ports.metrics
+        {
+            return Err(LabError::Invalid(format!(
+                "the API, metrics (one per node from --metrics-port) and Prometheus ports must be distinct and non-zero, got {ports:?}"
+            )));
+        }
+        Ok(plan)
+    }
+
+    pub fn underlay_ns(&self) -> String {
+        underlay_ns(&self.name)
+    }
+
+    pub fn node_ns(&self, k: usize) -> String {
+        node_ns(&self.name, k)
+    }
+
+    /// The kubeconfig context (and its cluster and user entries).
+    pub fn context(&self) -> String {
+        format!("{}-lab", self.name)
+    }
+
+    /// The root-namespace port of node K's metrics endpoint.
+    pub fn metrics_port(&self, k: usize) -> u16 {
+        self.ports.metrics.wrapping_add(k as u16 - 1)
+    }
+
+    /// The API through the forwarder.
+    pub fn api_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.ports.api)
     }
 
     pub fn indices(&self) -> std::ops::RangeInclusive<usize> {
@@ -55,10 +149,10 @@ impl Plan {
 
     /// Root-namespace ports the forwarder binds.
     pub fn local_ports(&self) -> Vec<u16> {
-        let mut ports = vec![API_PORT];
-        ports.extend(self.indices().map(metrics_port));
+        let mut ports = vec![self.ports.api];
+        ports.extend(self.indices().map(|k| self.metrics_port(k)));
         if self.prometheus {
-            ports.push(PROMETHEUS_PORT);
+            ports.push(self.ports.prometheus);
         }
         ports
     }
@@ -125,17 +219,18 @@ pub fn node_name(k: usize) -> String {
     format!("n{k}")
 }
 
-pub fn node_ns(k: usize) -> String {
-    format!("skiff-n{k}")
+/// The underlay namespace of the lab `name`.
+pub fn underlay_ns(name: &str) -> String {
+    format!("{name}-ul")
+}
+
+/// Node K's namespace in the lab `name`.
+pub fn node_ns(name: &str, k: usize) -> String {
+    format!("{name}-n{k}")
 }
 
 pub fn underlay_ip(k: usize) -> String {
     format!("10.90.0.{}", 10 + k)
-}
-
-/// The root-namespace port of node K's metrics endpoint.
-pub fn metrics_port(k: usize) -> u16 {
-    9100 + k as u16
 }
 
 pub fn node_dir(dir: &Path, k: usize) -> std::path::PathBuf {
@@ -163,6 +258,37 @@ mod tests {
         assert!(Plan::new(3, "flannel", false).is_err());
         let p = Plan::new(3, "host-gw", true).expect("valid");
         assert_eq!(p.local_ports(), vec![6443, 9101, 9102, 9103, 9090]);
+        assert_eq!(
+            (p.underlay_ns(), p.node_ns(2)),
+            ("skiff-ul".into(), "skiff-n2".into())
+        );
+        let ports = LocalPorts {
+            api: 16443,
+            metrics: 19101,
+            prometheus: 19090,
+        };
+        let t = p.clone().named("skt", ports).expect("valid");
+        assert_eq!(t.local_ports(), vec![16443, 19101, 19102, 19103, 19090]);
+        assert_eq!(
+            (t.underlay_ns(), t.node_ns(3), t.context()),
+            ("skt-ul".into(), "skt-n3".into(), "skt-lab".into())
+        );
+        for bad in ["", "Skt", "1lab", "a/b", "thirteen-char"] {
+            assert!(p.clone().named(bad, ports).is_err(), "{bad:?}");
+        }
+        let clash = LocalPorts {
+            metrics: 16442,
+            ..ports
+        };
+        assert!(
+            p.clone().named("skt", clash).is_err(),
+            "metrics of n2 on the API port"
+        );
+        let wraps = LocalPorts {
+            metrics: u16::MAX,
+            ..ports
+        };
+        assert!(p.named("skt", wraps).is_err(), "metrics ports past 65535");
     }
 
     #[test]

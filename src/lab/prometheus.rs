@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::pki::client::Access;
 
 use super::netns;
-use super::plan::{node_ns, API_PORT, PROMETHEUS_PORT};
+use super::plan::{Plan, API_PORT, PROMETHEUS_PORT};
 use super::status::http_ok;
 use super::LabError;
 
@@ -197,7 +197,7 @@ async fn request_token(client: &kube::Client, dir: &Path) -> Result<Duration, La
 
 /// Sets up Prometheus' identity and token through the API (as the admin), then starts it;
 /// returns its pid.
-pub fn start(dir: &Path, admin: &Access) -> Result<u32, LabError> {
+pub fn start(dir: &Path, plan: &Plan, admin: &Access) -> Result<u32, LabError> {
     let root = root(dir);
     std::fs::create_dir_all(root.join("data"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -219,7 +219,7 @@ pub fn start(dir: &Path, admin: &Access) -> Result<u32, LabError> {
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"))
         .arg("--storage.tsdb.retention.time=1d");
-    netns::spawn(Some(&node_ns(1)), cmd, &root.join("prometheus.log"))
+    netns::spawn(Some(&plan.node_ns(1)), cmd, &root.join("prometheus.log"))
 }
 
 /// (issued at, expires) of a JWT, read without checking it (it is our own file).
@@ -245,7 +245,7 @@ fn due(dir: &Path, now: i64) -> bool {
 
 /// The forwarder's task: renews Prometheus' token at half its lifetime, as the admin. Does
 /// nothing until `start` has written the first one.
-pub async fn renew(dir: PathBuf) {
+pub async fn renew(dir: PathBuf, plan: Plan) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
         if !token_path(&dir).exists() {
@@ -258,7 +258,7 @@ pub async fn renew(dir: PathBuf) {
             continue;
         }
         let renewed = async {
-            let client = super::access::admin(&dir)?.kube_client()?;
+            let client = super::access::admin(&dir, &plan)?.kube_client()?;
             request_token(&client, &dir).await
         };
         match renewed.await {
@@ -272,15 +272,16 @@ pub async fn renew(dir: PathBuf) {
 }
 
 /// Prometheus answers `/-/ready` through the forwarder.
-pub fn wait_ready(timeout: Duration) -> Result<(), LabError> {
+pub fn wait_ready(plan: &Plan, timeout: Duration) -> Result<(), LabError> {
     let deadline = Instant::now() + timeout;
+    let port = plan.ports.prometheus;
     loop {
-        if http_ok(PROMETHEUS_PORT, "/-/ready") {
+        if http_ok(port, "/-/ready") {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(LabError::NotReady(format!(
-                "Prometheus not ready on 127.0.0.1:{PROMETHEUS_PORT} after {} s",
+                "Prometheus not ready on 127.0.0.1:{port} after {} s",
                 timeout.as_secs()
             )));
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 
 use super::access::{self, Https};
-use super::plan::{self, API_PORT, CONTEXT, IMAGE, PROMETHEUS_PORT, REGISTRY};
+use super::plan::{self, IMAGE, REGISTRY};
 use super::state::{self, LabState};
 use super::{netns, LabError};
 
@@ -54,9 +54,9 @@ pub fn status(dir: &Path) -> Result<(), LabError> {
         dir.display()
     );
     // As the admin, over TLS with the cluster CA, through the forwarder.
-    let https = Https::new(&access::admin(dir)?)?;
+    let https = Https::new(&access::admin(dir, plan)?)?;
     let nodes: Vec<Node> = https
-        .get(API_PORT, "/api/v1/nodes")
+        .get(plan.ports.api, "/api/v1/nodes")
         .filter(|(c, _)| *c == 200)
         .and_then(|(_, b)| serde_json::from_str::<k8s_openapi::List<Node>>(&b).ok())
         .map(|l| l.items)
@@ -71,7 +71,7 @@ pub fn status(dir: &Path) -> Result<(), LabError> {
             .processes
             .iter()
             .any(|(r, pid)| *r == name && netns::alive(*pid as i32));
-        let port = plan::metrics_port(k);
+        let port = plan.metrics_port(k);
         let store = match https.get(port, "/readyz") {
             Some((200, _)) => "ready",
             Some(_) => "not-ready",
@@ -101,14 +101,15 @@ pub fn status(dir: &Path) -> Result<(), LabError> {
             .unwrap_or_else(|| "-".into());
         println!(
             "{name:<5} {:<10} {:<11} {:<8} {store:<10} {role:<9} {ready:<6} {cidr:<14} https://127.0.0.1:{port}/metrics",
-            plan::node_ns(k),
+            plan.node_ns(k),
             plan::underlay_ip(k),
             if alive { "running" } else { "stopped" },
         );
     }
     println!(
-        "API:      {} (context {CONTEXT} in {}; standalone: {}; both with the cluster CA and the admin token)",
-        access::api_url(),
+        "API:      {} (context {} in {}; standalone: {}; both with the cluster CA and the admin token)",
+        plan.api_url(),
+        plan.context(),
         st.kubeconfig.display(),
         state::own_kubeconfig(dir).display()
     );
@@ -119,14 +120,14 @@ pub fn status(dir: &Path) -> Result<(), LabError> {
     );
     println!("registry: {REGISTRY} (as nodes and pods see it), image {IMAGE}");
     if plan.prometheus {
-        println!("prometheus: http://127.0.0.1:{PROMETHEUS_PORT}");
+        println!("prometheus: http://127.0.0.1:{}", plan.ports.prometheus);
     }
     Ok(())
 }
 
 pub fn env(dir: &Path) -> Result<(), LabError> {
     let st = running(dir)?;
-    let nodes: Vec<String> = st.plan.indices().map(plan::node_ns).collect();
+    let nodes: Vec<String> = st.plan.indices().map(|k| st.plan.node_ns(k)).collect();
     print!("{}", env_text(dir, &nodes));
     Ok(())
 }

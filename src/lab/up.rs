@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Node;
 use crate::pki::client::Access;
 
 use super::netns::{self, ip};
-use super::plan::{self, Plan, BRIDGE, CONTEXT, IMAGE, REGISTRY_CIDR, UNDERLAY_NS};
+use super::plan::{self, LocalPorts, Plan, BRIDGE, IMAGE, REGISTRY_CIDR};
 use super::state::{self, LabState};
 use super::{access, down, image, kubeconfig, prometheus, LabError, UpArgs};
 
@@ -45,10 +45,10 @@ fn preflight(plan: &Plan, dir: &Path) -> Result<(), LabError> {
             missing.join(", ")
         )));
     }
-    let names = std::iter::once(UNDERLAY_NS.to_string()).chain(plan.indices().map(plan::node_ns));
+    let names = std::iter::once(plan.underlay_ns()).chain(plan.indices().map(|k| plan.node_ns(k)));
     if let Some(ns) = names.into_iter().find(|n| netns::exists(n)) {
         return Err(LabError::Invalid(format!(
-            "network namespace {ns} exists but {} has no lab: remove it first (`skiff lab down --dir DIR` of the lab that made it)",
+            "network namespace {ns} exists but {} has no lab: remove it first (`skiff lab down --dir DIR` of the lab that made it), or give this lab another --name and ports",
             dir.display()
         )));
     }
@@ -61,7 +61,13 @@ fn preflight(plan: &Plan, dir: &Path) -> Result<(), LabError> {
 
 pub fn run(args: &UpArgs) -> Result<(), LabError> {
     let dir = args.dir.dir.as_path();
-    let plan = Plan::new(args.nodes, &args.backend, args.prometheus)?;
+    let ports = LocalPorts {
+        api: args.api_port,
+        metrics: args.metrics_port,
+        prometheus: args.prometheus_port,
+    };
+    let plan =
+        Plan::new(args.nodes, &args.backend, args.prometheus)?.named(&args.name.name, ports)?;
     if let Some(st) = state::load(dir)? {
         let dead: Vec<&String> = st
             .processes
@@ -106,7 +112,7 @@ pub fn run(args: &UpArgs) -> Result<(), LabError> {
         Ok(a) => a,
         Err(e) => {
             eprintln!("skiff lab: up failed ({e}); removing what was started");
-            let _ = down::run(dir);
+            let _ = down::run(dir, &plan.name);
             return Err(e);
         }
     };
@@ -123,14 +129,14 @@ pub fn run(args: &UpArgs) -> Result<(), LabError> {
     })?;
     if plan.prometheus {
         // It scrapes with a ServiceAccount token of its own, which needs the API up.
-        let pid = prometheus::start(dir, &access).map_err(|e| {
+        let pid = prometheus::start(dir, &plan, &access).map_err(|e| {
             LabError::NotReady(format!(
                 "Prometheus: {e} (see {}/prometheus/prometheus.log); `skiff lab down` removes the lab",
                 dir.display()
             ))
         })?;
         record(dir, &mut st, "prometheus", pid)?;
-        prometheus::wait_ready(Duration::from_secs(30)).map_err(|e| {
+        prometheus::wait_ready(&plan, Duration::from_secs(30)).map_err(|e| {
             LabError::NotReady(format!(
                 "{e} (see {}/prometheus/prometheus.log)",
                 dir.display()
@@ -139,7 +145,7 @@ pub fn run(args: &UpArgs) -> Result<(), LabError> {
     }
     println!(
         "skiff lab: {} nodes Ready in {:.1} s\n\n\
-         kubectl:    kubectl --context {CONTEXT} get nodes -o wide   (context merged into {})\n\
+         kubectl:    kubectl --context {} get nodes -o wide   (context merged into {})\n\
          scripts:    eval \"$(skiff lab env)\"; kubectl get pods -A\n\
          image:      {IMAGE}\n\
          metrics:    {}   (HTTPS, a token allowed to get /metrics)\n\
@@ -148,9 +154,10 @@ pub fn run(args: &UpArgs) -> Result<(), LabError> {
          remove:     skiff lab down",
         plan.nodes,
         started.elapsed().as_secs_f64(),
+        plan.context(),
         st.kubeconfig.display(),
         plan.indices()
-            .map(|k| format!("https://127.0.0.1:{}/metrics", plan::metrics_port(k)))
+            .map(|k| format!("https://127.0.0.1:{}/metrics", plan.metrics_port(k)))
             .collect::<Vec<_>>()
             .join(" "),
         plan::node_dir(dir, 1).join("data/token").display(),
@@ -158,7 +165,7 @@ pub fn run(args: &UpArgs) -> Result<(), LabError> {
     if plan.prometheus {
         println!(
             "prometheus: http://127.0.0.1:{}/ (targets from /skiff/v1/prometheus-sd, scraped with its own token)",
-            plan::PROMETHEUS_PORT
+            plan.ports.prometheus
         );
     }
     Ok(())
@@ -182,24 +189,17 @@ fn build(dir: &Path, st: &mut LabState, timeout: Duration) -> Result<Access, Lab
     // State first: `down` finds whatever exists from the first namespace on.
     state::save(dir, st)?;
     ensure_token(dir)?;
-    netns::add(UNDERLAY_NS)?;
-    ip(&["-n", UNDERLAY_NS, "link", "add", BRIDGE, "type", "bridge"])?;
-    ip(&[
-        "-n",
-        UNDERLAY_NS,
-        "addr",
-        "add",
-        REGISTRY_CIDR,
-        "dev",
-        BRIDGE,
-    ])?;
-    ip(&["-n", UNDERLAY_NS, "link", "set", BRIDGE, "up"])?;
+    let ul = plan.underlay_ns();
+    netns::add(&ul)?;
+    ip(&["-n", &ul, "link", "add", BRIDGE, "type", "bridge"])?;
+    ip(&["-n", &ul, "addr", "add", REGISTRY_CIDR, "dev", BRIDGE])?;
+    ip(&["-n", &ul, "link", "set", BRIDGE, "up"])?;
     for k in plan.indices() {
-        add_node_namespace(k)?;
+        add_node_namespace(&plan, k)?;
     }
-    let pid = image::start_registry(dir)?;
+    let pid = image::start_registry(dir, &ul)?;
     record(dir, st, "registry", pid)?;
-    image::preload(dir)?;
+    image::preload(dir, &ul)?;
     for k in plan.indices() {
         start_node(dir, st, k, None)?;
     }
@@ -209,41 +209,25 @@ fn build(dir: &Path, st: &mut LabState, timeout: Duration) -> Result<Access, Lab
     let pid = netns::spawn(None, cmd, &dir.join("forward.log"))?;
     record(dir, st, "forwarder", pid)?;
     let access = access::wait_admin(dir, st, timeout)?;
-    crate::pki::write_private(&state::own_kubeconfig(dir), &access.kubeconfig(CONTEXT))?;
-    st.kubeconfig_created = kubeconfig::merge(&st.kubeconfig, &access)?;
+    crate::pki::write_private(
+        &state::own_kubeconfig(dir),
+        &access.kubeconfig(&plan.context()),
+    )?;
+    st.kubeconfig_created = kubeconfig::merge(&st.kubeconfig, &plan.context(), &access)?;
     state::save(dir, st)?;
     Ok(access)
 }
 
-/// Namespace `skiff-nK` with `eth0` at 10.90.0.(10+K)/24, its peer on the underlay bridge.
-pub(super) fn add_node_namespace(k: usize) -> Result<(), LabError> {
-    let ns = plan::node_ns(k);
+/// Namespace `NAME-nK` with `eth0` at 10.90.0.(10+K)/24, its peer on the underlay bridge.
+pub(super) fn add_node_namespace(plan: &Plan, k: usize) -> Result<(), LabError> {
+    let ns = plan.node_ns(k);
+    let ul = plan.underlay_ns();
     let port = plan::node_name(k);
     netns::add(&ns)?;
     ip(&[
-        "-n",
-        UNDERLAY_NS,
-        "link",
-        "add",
-        &port,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &ns,
+        "-n", &ul, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
     ])?;
-    ip(&[
-        "-n",
-        UNDERLAY_NS,
-        "link",
-        "set",
-        &port,
-        "master",
-        BRIDGE,
-        "up",
-    ])?;
+    ip(&["-n", &ul, "link", "set", &port, "master", BRIDGE, "up"])?;
     let cidr = format!("{}/24", plan::underlay_ip(k));
     ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
     ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
@@ -269,7 +253,7 @@ pub(super) fn start_node(
         Some(api) => cmd.args(["agent", "--server", api]),
     };
     cmd.arg("--config").arg(&cfg);
-    let pid = netns::spawn(Some(&plan::node_ns(k)), cmd, &ndir.join("server.log"))?;
+    let pid = netns::spawn(Some(&st.plan.node_ns(k)), cmd, &ndir.join("server.log"))?;
     record(dir, st, &plan::node_name(k), pid)
 }
 

@@ -19,6 +19,26 @@ use crate::servers::BIN;
 /// One lab at a time: its namespaces and 127.0.0.1 ports are fixed.
 static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The tests' lab has its own name and ports (`skiff lab up --name ... --api-port ...`), so
+/// `make test` runs while the `make lab` lab (`skiff-*`, 6443, 9101.., 9090) is up.
+pub const NAME: &str = "skt";
+pub const UNDERLAY_NS: &str = "skt-ul";
+pub const CONTEXT: &str = "skt-lab";
+pub const API_PORT: u16 = 16443;
+/// Node 1's metrics port on 127.0.0.1; node K's is this + K - 1.
+pub const METRICS_PORT: u16 = 19101;
+pub const PROMETHEUS_PORT: u16 = 19090;
+
+/// Node K's network namespace.
+pub fn node_ns(k: usize) -> String {
+    format!("{NAME}-n{k}")
+}
+
+/// Node K's metrics port on 127.0.0.1 (the forwarder).
+pub fn metrics_port(k: usize) -> u16 {
+    METRICS_PORT + k as u16 - 1
+}
+
 pub const KUBECTL_OLD: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 
 pub const KUBECTL_NEW: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
@@ -54,13 +74,17 @@ impl TestLab {
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("SKIFF_LAB_DIR", self.lab_dir())
+            .env("SKIFF_LAB_NAME", NAME)
             .output()
             .expect("run skiff")
     }
 
     pub fn up(&self, extra: &[&str]) -> Output {
         let kc = self.kubeconfig.display().to_string();
+        let ports = [API_PORT, METRICS_PORT, PROMETHEUS_PORT].map(|p| p.to_string());
         let mut args = vec!["lab", "up", "--kubeconfig", &kc];
+        args.extend(["--api-port", &ports[0], "--metrics-port", &ports[1]]);
+        args.extend(["--prometheus-port", &ports[2]]);
         args.extend_from_slice(extra);
         self.skiff(&args)
     }
@@ -69,7 +93,7 @@ impl TestLab {
         Command::new(bin)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .args(["--context", "skiff-lab", "--request-timeout=10s"])
+            .args(["--context", CONTEXT, "--request-timeout=10s"])
             .args(args)
             .output()
             .expect("run kubectl")
@@ -206,7 +230,7 @@ pub fn lab_namespaces() -> Vec<String> {
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n == "skiff-ul" || n.starts_with("skiff-n"))
+                .filter(|n| n == UNDERLAY_NS || n.starts_with(&format!("{NAME}-n")))
                 .collect()
         })
         .unwrap_or_default()
@@ -341,10 +365,10 @@ pub fn install_echo(lab: &TestLab, replicas: usize) {
     assert!(out.status.success(), "chart install: {}", text(&out));
 }
 
-/// Node K's metrics through the forwarder (127.0.0.1:910K), HTTPS with the admin token.
+/// Node K's metrics through the forwarder, HTTPS with the admin token.
 pub fn metrics_of(lab: &TestLab, k: usize) -> Option<String> {
     let token = lab.admin_token();
-    lab.https_get(9100 + k as u16, "/metrics", Some(&token))
+    lab.https_get(metrics_port(k), "/metrics", Some(&token))
         .filter(|(c, _)| *c == 200)
         .map(|(_, body)| body)
 }
@@ -361,7 +385,7 @@ pub fn leader_among(lab: &TestLab, nodes: &[usize]) -> Option<usize> {
 /// kubeconfig (CA, admin token) with the server 127.0.0.1:6443 of that namespace.
 pub fn node_kubectl(lab: &TestLab, k: usize, args: &[&str]) -> Output {
     Command::new("nsenter")
-        .arg(format!("--net=/run/netns/skiff-n{k}"))
+        .arg(format!("--net=/run/netns/{}", node_ns(k)))
         .arg("kubectl")
         .arg("--kubeconfig")
         .arg(lab.lab_dir().join("kubeconfig"))
@@ -389,7 +413,7 @@ pub fn server_pid(lab: &TestLab, k: usize) -> i32 {
 /// containers: the machine is off.
 pub fn stop_node(lab: &TestLab, k: usize) {
     let pids = Command::new("ip")
-        .args(["netns", "pids", &format!("skiff-n{k}")])
+        .args(["netns", "pids", &node_ns(k)])
         .output()
         .expect("ip netns pids");
     for pid in String::from_utf8_lossy(&pids.stdout).lines() {
@@ -409,7 +433,7 @@ pub fn restart_server(lab: &TestLab, k: usize) -> std::process::Child {
         .open(dir.join("server.log"))
         .expect("server log");
     Command::new("nsenter")
-        .arg(format!("--net=/run/netns/skiff-n{k}"))
+        .arg(format!("--net=/run/netns/{}", node_ns(k)))
         .arg(BIN)
         .args(["server", "--config"])
         .arg(dir.join("config.toml"))
