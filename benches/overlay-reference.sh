@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The ceiling for `cargo bench --bench overlay` on this machine: the same topology built with
+# plain `ip` commands, no Skiff, no nftables, no conntrack (root). Two host namespaces on an
+# underlay bridge, each with a flannel-style cni0 bridge and one pod namespace; pod -> pod
+# over kernel VXLAN (VNI 1, port 8472, static neighbour and FDB entries) and over host-gw
+# routes, and host -> host over the underlay, iperf3 runs alternating as in the Skiff bench.
+# Prints the medians and, last, `reference ratios to underlay: vxlan X.XX host-gw Y.YY`.
+# Usage: benches/overlay-reference.sh [--seconds S] [--rounds N]   (REF_BACKENDS="host-gw" for one)
+set -euo pipefail
+
+seconds=5
+rounds=3
+while (($#)); do
+    case $1 in
+    --seconds) seconds=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    *) echo "overlay-reference: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+if ((EUID != 0)); then
+    echo "overlay-reference: needs root (it creates network namespaces)" >&2
+    exit 1
+fi
+command -v iperf3 >/dev/null || { echo "overlay-reference: iperf3 missing (apt-get install iperf3)" >&2; exit 1; }
+
+NS=(ref-ul ref-h1 ref-h2 ref-p1 ref-p2)
+cleanup() {
+    for n in "${NS[@]}"; do
+        # shellcheck disable=SC2046 # one pid per word
+        kill $(ip netns pids "$n" 2>/dev/null) 2>/dev/null || true
+        ip netns del "$n" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT INT TERM
+
+# Node K at 10.90.0.1K on the underlay, its pod at 10.244.K.2 behind cni0 (10.244.K.1).
+build() {
+    cleanup
+    for n in "${NS[@]}"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+    ip -n ref-ul link add br0 type bridge
+    ip -n ref-ul link set br0 up
+    for k in 1 2; do
+        local h=ref-h$k p=ref-p$k
+        ip -n ref-ul link add n$k type veth peer name eth0 netns $h
+        ip -n ref-ul link set n$k master br0 up
+        ip -n $h addr add 10.90.0.1$k/24 dev eth0
+        ip -n $h link set eth0 up
+        ip netns exec $h sysctl -qw net.ipv4.ip_forward=1
+        ip -n $h link add cni0 type bridge
+        ip -n $h addr add 10.244.$k.1/24 dev cni0
+        ip -n $h link set cni0 up
+        ip -n $h link add veth$k type veth peer name eth0 netns $p
+        ip -n $h link set veth$k master cni0 up
+        ip -n $p addr add 10.244.$k.2/24 dev eth0
+        ip -n $p link set eth0 up
+        ip -n $p route add default via 10.244.$k.1
+    done
+    if [[ $1 == vxlan ]]; then
+        local mac=()
+        for k in 1 2; do
+            local h=ref-h$k
+            ip -n $h link add flannel.1 type vxlan id 1 dstport 8472 local 10.90.0.1$k dev eth0 nolearning
+            ip -n $h addr add 10.244.$k.0/32 dev flannel.1
+            ip -n $h link set flannel.1 mtu 1450 up
+            ip -n $h link set veth$k mtu 1450
+            ip -n ref-p$k link set eth0 mtu 1450
+            mac[k]=$(ip -n $h link show flannel.1 | awk '/link\/ether/ {print $2}')
+        done
+        for k in 1 2; do
+            local h=ref-h$k o=$((3 - k))
+            ip -n $h route add 10.244.$o.0/24 via 10.244.$o.0 dev flannel.1 onlink
+            ip -n $h neigh add 10.244.$o.0 lladdr "${mac[o]}" dev flannel.1 nud permanent
+            bridge -n $h fdb append "${mac[o]}" dev flannel.1 dst 10.90.0.1$o
+        done
+    else
+        ip -n ref-h1 route add 10.244.2.0/24 via 10.90.0.12
+        ip -n ref-h2 route add 10.244.1.0/24 via 10.90.0.11
+    fi
+}
+
+# Gbit/s from namespace $1 to $3 served in namespace $2 (a run that ends without a result,
+# which iperf3 3.12 sometimes reports with exit status 0, is repeated; at most 3 times).
+gbits() {
+    local srv out g
+    for _ in 1 2 3; do
+        ip netns exec "$2" iperf3 -s -1 -B "$3" >/dev/null 2>&1 &
+        srv=$!
+        out=""
+        for _ in $(seq 50); do
+            out=$(ip netns exec "$1" iperf3 -c "$3" -J -O 1 -t "$seconds" 2>/dev/null) && break
+            sleep 0.1 # the server may not listen yet (bounded: 50 tries)
+        done
+        kill "$srv" 2>/dev/null || true # served its one client, or none came
+        wait "$srv" 2>/dev/null || true
+        if g=$(python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))' <<<"$out" 2>/dev/null); then
+            echo "$g"
+            return
+        fi
+    done
+    echo "overlay-reference: iperf3 $1 -> $3 gave no result" >&2
+    exit 1
+}
+
+median() { tr ' ' '\n' | sort -n | awk '{v[NR]=$1} END {print v[int(NR/2)+1]}'; }
+
+echo "TCP, 1 stream, ${seconds} s per run (iperf3), median of ${rounds} alternating runs, Gbit/s"
+printf '%-12s %14s %14s %8s\n' backend "pod -> pod" underlay ratio
+ratios=()
+for backend in ${REF_BACKENDS:-vxlan host-gw}; do
+    build $backend
+    pods="" hosts=""
+    for _ in $(seq "$rounds"); do
+        pods+=" $(gbits ref-p1 ref-p2 10.244.2.2)"
+        hosts+=" $(gbits ref-h1 ref-h2 10.90.0.12)"
+    done
+    p=$(median <<<"${pods# }")
+    u=$(median <<<"${hosts# }")
+    r=$(python3 -c "print('%.2f' % ($p / $u))")
+    printf '%-12s %14s %14s %8s\n' $backend "$p" "$u" "$r"
+    ratios+=("$backend $r")
+done
+echo "reference ratios to underlay: ${ratios[*]}"
