@@ -161,6 +161,12 @@ async fn node_credentials_touch_only_their_own_node_and_pods() {
     assert!(forbidden(
         as_node_nodes.delete("n2", &DeleteParams::default()).await
     ));
+    // Creates carry the name in the body only: a node cannot register another node.
+    let other: Node = serde_json::from_value(json!({"metadata": {"name": "n9"}})).expect("node");
+    assert!(forbidden(
+        as_node_nodes.create(&PostParams::default(), &other).await
+    ));
+    assert!(nodes.get_opt("n9").await.expect("get n9").is_none());
     as_node_pods
         .patch_status(
             "on-n1",

@@ -342,6 +342,7 @@ pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
 pub async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<HttpResponse, ApiError> {
     let res = ctx.res();
     object::prepare_create(res, &mut obj, ctx.ns())?;
+    super::auth::node::admit_create(&super::auth::UserInfo::of(ctx.req), res.kind, &obj)?;
     if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
         super::namespaces::check_active(ctx, ns).await?;
     }

@@ -5,8 +5,9 @@
 
 use serde_json::Value;
 
-use super::{Attributes, Decision};
+use super::{Attributes, Decision, UserInfo};
 use crate::api::state::ApiState;
+use crate::api::status::ApiError;
 use crate::store::Consistency;
 
 const WRITES: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
@@ -66,6 +67,27 @@ fn own(node: &str, a: &Attributes, name: &str) -> Decision {
         Decision::Allow
     } else {
         deny(node, a, "not its own")
+    }
+}
+
+/// NodeRestriction on create: a node creates only its own Node and Lease. The name is in
+/// the body, which the authorizer does not see (`own` leaves creates to RBAC).
+pub fn admit_create(user: &UserInfo, kind: &str, obj: &Value) -> Result<(), ApiError> {
+    let Some(node) = user.node_name() else {
+        return Ok(());
+    };
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match kind {
+        "Node" if name != node => Err(ApiError::Forbidden(format!(
+            "node {node:?} is not allowed to modify node {name:?}"
+        ))),
+        "Lease" if name != node => Err(ApiError::Forbidden(format!(
+            "node {node:?} can only access node lease with the same name as the requesting node, not {name:?}"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -186,6 +208,29 @@ pub fn uses(spec: &Value, resource: &str, name: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn nodes_create_only_their_own_node_and_lease() {
+        let node = UserInfo {
+            username: "system:node:n1".into(),
+            groups: vec![super::super::NODES.into()],
+            ..Default::default()
+        };
+        let named = |n: &str| json!({"metadata": {"name": n}});
+        assert!(admit_create(&node, "Node", &named("n1")).is_ok());
+        assert!(admit_create(&node, "Lease", &named("n1")).is_ok());
+        for kind in ["Node", "Lease"] {
+            let err = admit_create(&node, kind, &named("n2")).expect_err(kind);
+            assert!(matches!(err, ApiError::Forbidden(_)), "{kind}");
+        }
+        // Not a node (no system:nodes group): RBAC alone decided.
+        let admin = UserInfo {
+            username: "system:node:n1".into(),
+            ..Default::default()
+        };
+        assert!(admit_create(&admin, "Node", &named("n2")).is_ok());
+        assert!(admit_create(&node, "ConfigMap", &named("n2")).is_ok());
+    }
 
     #[test]
     fn pod_references() {
