@@ -38,6 +38,15 @@ fn active(shared: &Shared, name: &str) -> Option<Arc<Namespace>> {
     (!terminating).then_some(ns)
 }
 
+/// Namespaces created or changed: both controllers check each again.
+fn namespace_changes(shared: &Shared) -> impl futures_util::Stream<Item = String> {
+    shared
+        .namespaces
+        .changes()
+        .filter(|c| std::future::ready(!c.deleted))
+        .map(|c| c.obj.name_any())
+}
+
 fn namespace_keys(shared: &Shared) -> Vec<String> {
     shared
         .namespaces
@@ -70,12 +79,7 @@ impl ServiceAccountController {
     }
 
     pub fn sources(self: &Rc<Self>) -> Vec<futures_util::stream::LocalBoxStream<'static, String>> {
-        let namespaces = self
-            .shared
-            .namespaces
-            .changes()
-            .filter(|c| std::future::ready(!c.deleted))
-            .map(|c| c.obj.name_any());
+        let namespaces = namespace_changes(&self.shared);
         // Only a deleted `default` needs work.
         let accounts = self
             .shared
@@ -141,12 +145,7 @@ impl RootCaPublisher {
     }
 
     pub fn sources(self: &Rc<Self>) -> Vec<futures_util::stream::LocalBoxStream<'static, String>> {
-        let namespaces = self
-            .shared
-            .namespaces
-            .changes()
-            .filter(|c| std::future::ready(!c.deleted))
-            .map(|c| c.obj.name_any());
+        let namespaces = namespace_changes(&self.shared);
         // The informer sees only `kube-root-ca.crt`: any change of one is its namespace's.
         let maps = self
             .shared
