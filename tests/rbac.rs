@@ -36,19 +36,7 @@ fn fails(args: &[&str]) -> String {
 /// Retries `args` until `check` accepts the output (the default roles are created and the
 /// RBAC cache follows the store asynchronously).
 fn eventually(args: &[&str], check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, out) = cluster().kubectl(args);
-        if check(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kubectl {}: still {out}",
-            args.join(" ")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    cluster().kubectl_until(args, |_, out| check(out))
 }
 
 fn write(name: &str, text: &str) -> String {

@@ -37,19 +37,7 @@ fn ok(args: &[&str]) -> String {
 
 /// Retries `args` until `check` accepts (success, output).
 fn eventually(args: &[&str], check: impl Fn(bool, &str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (good, out) = kubectl(args);
-        if check(good, &out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kubectl {}: still {out}",
-            args.join(" ")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    tokio::task::block_in_place(|| cluster().kubectl_until(args, check))
 }
 
 /// The claims of a JWT (not verified: the server does that).

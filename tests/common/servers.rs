@@ -184,6 +184,24 @@ impl Servers {
         }
     }
 
+    /// `kubectl ARGS` again until `check` accepts (succeeded, output), for 30 s at most (RBAC
+    /// and controllers follow the store asynchronously); the accepted output.
+    pub fn kubectl_until(&self, args: &[&str], check: impl Fn(bool, &str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (good, out) = self.kubectl(args);
+            if check(good, &out) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl {}: still {out}",
+                args.join(" ")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// `kubectl ARGS` (`/usr/bin/kubectl`) against server 0: (succeeded, stdout + stderr).
     pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("/usr/bin/kubectl")
