@@ -1,10 +1,10 @@
 //! `skiff lab`: an N-node replicated cluster on one machine, inside network namespaces.
 //!
 //! The lab runs the same `skiff server` a real host runs, one per node namespace
-//! (`skiff-n1..N`, or `NAME-n1..N` with `--name`), all on one underlay bridge in the namespace
-//! `skiff-ul`; a detached
-//! forwarder (`skiff lab forward`) makes the API and metrics reachable on 127.0.0.1 in the
-//! root namespace. Nothing of the lab is addressed or routed in the root namespace.
+//! (`skiff-n1..N`; `NAME-n1..N` with `--name`), all on one underlay bridge in the namespace
+//! `skiff-ul` (`NAME-ul`); a detached forwarder (`skiff lab forward`) makes the API and
+//! metrics reachable on 127.0.0.1 in the root namespace. Nothing of the lab is addressed or
+//! routed in the root namespace.
 //!
 //! The lab is secure as any cluster is: one random cluster token per lab (`DIR/token`),
 //! node 1 creates the cluster CA and the others join with the token; every port is HTTPS,
