@@ -7,8 +7,11 @@
 //! Pod and underlay runs alternate `--rounds` times and the medians are compared, so a slow
 //! moment of the VM does not land on one side only.
 //!
-//! `cargo bench --bench overlay -- [--seconds S] [--rounds N] [--streams P]`; the last line is
-//! `ratios to underlay: vxlan X.XX host-gw Y.YY vxlan-user Z.ZZ`.
+//! The underlay allows BIG TCP (`gso_ipv4_max_size` 196608, as the tests' lab); host-gw pods
+//! follow it. `--underlay-gso 65536` measures a stock underlay.
+//!
+//! `cargo bench --bench overlay -- [--seconds S] [--rounds N] [--streams P] [--underlay-gso B]`;
+//! the last line is `ratios to underlay: vxlan X.XX host-gw Y.YY vxlan-user Z.ZZ`.
 
 #[path = "../tests/common/flags.rs"]
 mod flags;
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use flags::flag;
 use node_host::root_or_skip;
-use overlay_lab::{underlay_ip, Lab};
+use overlay_lab::{underlay_ip, Lab, UNDERLAY_GSO};
 
 /// TCP throughput in Gbit/s from `client` to `server_ip` (served in `server`) over
 /// `streams` parallel connections.
@@ -75,14 +78,15 @@ async fn main() {
     }
     let (seconds, rounds) = (flag("--seconds", 5u64), flag("--rounds", 3u64).max(1));
     let streams = flag("--streams", 1u64).max(1);
-    println!("TCP, {streams} stream(s), {seconds} s per run (iperf3), median of {rounds} alternating runs, Gbit/s");
+    let gso = flag("--underlay-gso", UNDERLAY_GSO);
+    println!("TCP, {streams} stream(s), {seconds} s per run (iperf3), median of {rounds} alternating runs, Gbit/s; underlay gso_ipv4_max_size {gso}");
     println!(
         "{:<12} {:>14} {:>14} {:>8}",
         "backend", "pod -> pod", "underlay", "ratio"
     );
     let mut ratios = Vec::new();
     for backend in ["vxlan", "host-gw", "vxlan-user"] {
-        let lab = Lab::start([backend; 3]);
+        let lab = Lab::start_with([backend; 3], gso);
         let client = lab.run_pod("c1", 1).await;
         let server = lab.run_pod("s2", 2).await;
         // The overlay is up once a request crosses it.

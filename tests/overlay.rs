@@ -14,7 +14,7 @@ mod overlay_lab;
 #[allow(dead_code)]
 mod servers;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams};
 use node_host::{http_get_in, in_netns, root_or_skip};
-use overlay_lab::{underlay_ip, Lab, RunningPod};
+use overlay_lab::{link_gso, underlay_ip, Lab, RunningPod, UNDERLAY_GSO};
 
 /// One lab at a time: three servers and their pods are most of two cores.
 static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -126,6 +126,25 @@ async fn pods_talk(lab: &Lab) -> [RunningPod; 4] {
         assert_reaches(lab, &lab.host(1).netns, to);
     }
     [a1, b1, p2, p3]
+}
+
+/// `len` bytes through `to`'s echo server (port 9000) from `from`'s namespace come back
+/// unchanged.
+fn echo_bulk(from: &RunningPod, to: &RunningPod, len: usize) {
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let target = format!("{}:9000", to.ip);
+    let conn = in_netns(&from.netns, move || {
+        TcpStream::connect(target).expect("connect echo")
+    });
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut writer = conn.try_clone().expect("clone");
+    let sent = data.clone();
+    let send = std::thread::spawn(move || writer.write_all(&sent));
+    let mut back = vec![0; len];
+    (&conn).read_exact(&mut back).expect("echoed bytes");
+    send.join().expect("sender").expect("send");
+    assert!(back == data, "{len} bytes came back changed");
 }
 
 /// Frames on host 1's port of the underlay bridge while `during` runs: the first UDP/8472 VXLAN datagram
@@ -268,6 +287,8 @@ async fn vxlan_carries_pods_across_hosts_and_follows_node_changes() {
         "eth0",
     ]);
     assert!(link.contains("mtu 1450"), "pod eth0: {link}");
+    // The underlay allows BIG TCP, but a UDP tunnel does not carry it: pods keep 64 KiB.
+    assert_eq!(link_gso(&a1.netns, "eth0", None), 65_536);
 
     // Every node got its own /24 of the cluster CIDR from the IPAM controller.
     let mut cidrs = Vec::new();
@@ -397,6 +418,13 @@ async fn host_gw_routes_pods_across_hosts() {
         route.contains(&format!("via {} dev eth0", underlay_ip(2))),
         "host-gw routes via the node's underlay address: {route}"
     );
+
+    // Unencapsulated, pods take the underlay's BIG TCP size (bridge and pod ends), and bulk
+    // data crosses hosts intact in packets above 64 KiB.
+    assert_eq!(link_gso(&lab.host(1).netns, "cni0", None), UNDERLAY_GSO);
+    assert_eq!(link_gso(&a1.netns, "eth0", None), UNDERLAY_GSO);
+    assert_eq!(link_gso(&p2.netns, "eth0", None), UNDERLAY_GSO);
+    echo_bulk(&a1, &p2, 16 << 20);
 
     // A node that is not on the underlay segment (reached only through a gateway) is
     // refused with an error naming it; the other nodes keep their routes.

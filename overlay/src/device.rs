@@ -45,6 +45,9 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub mtu: u32,
+    /// Largest IPv4 GSO packet the device takes (`gso_ipv4_max_size`, kernel 6.3+; 0 when
+    /// the kernel does not report it).
+    pub gso_ipv4_max: u32,
     pub mac: Option<[u8; 6]>,
     pub up: bool,
     pub vxlan: Option<VxlanParams>,
@@ -65,6 +68,7 @@ fn parse_link(m: LinkMessage) -> Link {
         index: m.header.index,
         name: String::new(),
         mtu: 0,
+        gso_ipv4_max: 0,
         mac: None,
         up: m
             .header
@@ -76,6 +80,7 @@ fn parse_link(m: LinkMessage) -> Link {
         match a {
             LinkAttribute::IfName(n) => l.name = n,
             LinkAttribute::Mtu(mtu) => l.mtu = mtu,
+            LinkAttribute::GsoIpv4MaxSize(size) => l.gso_ipv4_max = size,
             LinkAttribute::Address(a) => l.mac = a.try_into().ok(),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {

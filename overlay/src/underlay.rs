@@ -15,6 +15,8 @@ pub struct Underlay {
     pub index: u32,
     pub ip: Ipv4Addr,
     pub mtu: u32,
+    /// The underlay's `gso_ipv4_max_size` (0: not reported).
+    pub gso_ipv4_max: u32,
 }
 
 impl Underlay {
@@ -37,6 +39,7 @@ impl Underlay {
                 index,
                 ip,
                 mtu: if cfg.mtu > 0 { cfg.mtu } else { l.mtu },
+                gso_ipv4_max: l.gso_ipv4_max,
             })
         };
         let found = if !cfg.interface.is_empty() {
@@ -82,11 +85,50 @@ impl Underlay {
             self.mtu
         }
     }
+
+    /// The GSO/GRO size limit pods' devices get: the underlay's when it allows BIG TCP
+    /// (packets above 64 KiB), so fewer, larger packets cross the extra hops a pod's traffic
+    /// takes (veth, bridge, routing). Only when pod packets leave unencapsulated: a UDP
+    /// tunnel's length fields stop at 64 KiB, and a larger packet would be cut into
+    /// MTU-sized segments in software before the VXLAN device.
+    pub fn pod_gso_max(&self, backend: BackendKind) -> Option<u32> {
+        (!backend.encapsulates() && self.gso_ipv4_max > LEGACY_GSO_MAX).then_some(self.gso_ipv4_max)
+    }
 }
+
+/// The kernel's default (and, before 6.3, only) GSO size limit.
+const LEGACY_GSO_MAX: u32 = 65536;
 
 async fn default_route_oif(h: &Handle) -> Option<u32> {
     device::route_to(h, Ipv4Addr::new(1, 1, 1, 1))
         .await
         .ok()
         .and_then(|(_, oif)| oif)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn underlay(gso_ipv4_max: u32) -> Underlay {
+        Underlay {
+            name: "eth0".into(),
+            index: 2,
+            ip: Ipv4Addr::new(10, 90, 0, 11),
+            mtu: 1500,
+            gso_ipv4_max,
+        }
+    }
+
+    #[test]
+    fn pods_follow_big_tcp_only_when_their_packets_are_not_encapsulated() {
+        let big = underlay(196_608);
+        assert_eq!(big.pod_gso_max(BackendKind::HostGw), Some(196_608));
+        assert_eq!(big.pod_gso_max(BackendKind::Vxlan), None);
+        assert_eq!(big.pod_gso_max(BackendKind::VxlanUser), None);
+        // Default 64 KiB, or a kernel that does not report it: pods keep the default.
+        assert_eq!(underlay(65_536).pod_gso_max(BackendKind::HostGw), None);
+        assert_eq!(underlay(0).pod_gso_max(BackendKind::HostGw), None);
+        assert_eq!(big.pod_mtu(BackendKind::Vxlan), 1450);
+    }
 }

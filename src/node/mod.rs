@@ -158,9 +158,9 @@ pub async fn start(
         &dirs.images(),
         node.insecure_registries.clone(),
     )?);
-    // The overlay's underlay comes first: it decides the pods' MTU and the node address.
-    let (mut address, mut pod_mtu, mut overlay_agent) =
-        (node.address.clone(), sandbox::POD_MTU, None);
+    // The overlay's underlay comes first: it decides the pods' link sizes and the node address.
+    let (mut address, mut pod_link, mut overlay_agent) =
+        (node.address.clone(), sandbox::PodLink::default(), None);
     if cfg.overlay.enabled {
         let o = &cfg.overlay;
         let cluster = cfg
@@ -169,7 +169,10 @@ pub async fn start(
         let underlay = overlay::Underlay::detect(o, &node.address, &[&node.bridge])
             .await
             .map_err(|e| NodeError::Config(e.to_string()))?;
-        pod_mtu = underlay.pod_mtu(o.backend);
+        pod_link = sandbox::PodLink {
+            mtu: underlay.pod_mtu(o.backend),
+            gso_max: underlay.pod_gso_max(o.backend),
+        };
         if address.is_empty() {
             address = underlay.ip.to_string();
         }
@@ -226,7 +229,7 @@ pub async fn start(
         client,
         node_name: cfg.node_name.clone(),
         host_ip: address,
-        sandboxes: Sandboxes::new(node.bridge.clone(), dirs.clone(), pod_mtu),
+        sandboxes: Sandboxes::new(node.bridge.clone(), dirs.clone(), pod_link),
         dirs,
         runtime,
         images,

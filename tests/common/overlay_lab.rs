@@ -2,10 +2,12 @@
 //! namespace holding a bridge, and three host namespaces each with a veth onto it (host K at
 //! 10.90.0.(10+K)/24, as the lab's address plan), each running a `skiff server` (one
 //! 3-replica control plane, a node agent and an overlay agent per host). Host 1 also runs the
-//! registry, on its underlay address. Drop stops everything and removes the namespaces.
+//! registry, on its underlay address. The underlay allows BIG TCP (GSO packets up to
+//! `UNDERLAY_GSO`, as on a host whose admin raised `gso_ipv4_max_size`) unless started with
+//! another size. Drop stops everything and removes the namespaces.
 //! Needs `crate::node_host` and `crate::servers` at the crate root.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -13,11 +15,60 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use crate::node_host::{new_netns, run, NodeHost};
+use crate::node_host::{in_netns, new_netns, run, NodeHost};
 
 pub const REGISTRY: &str = "10.90.0.11:5000";
 pub const IMAGE: &str = "10.90.0.11:5000/busybox:latest";
 pub const BRIDGE: &str = "br0";
+/// The underlay devices' `gso_ipv4_max_size` (BIG TCP; 192 KiB, Cilium's default).
+pub const UNDERLAY_GSO: u32 = 196_608;
+
+fn netns_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+/// `gso_ipv4_max_size` of `dev` in namespace `ns`, after setting it (and the GRO limit) to
+/// `set` if given. Through rtnetlink: Debian 12's iproute2 predates these attributes.
+pub fn link_gso(ns: &Path, dev: &str, set: Option<u32>) -> u32 {
+    use futures_util::TryStreamExt;
+    use netlink_packet_route::link::LinkAttribute;
+    let dev = dev.to_string();
+    in_netns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let (conn, h, _) = rtnetlink::new_connection().expect("netlink");
+            tokio::spawn(conn);
+            let get = || async {
+                let mut links = h.link().get().match_name(dev.clone()).execute();
+                let link = links.try_next().await.expect("get link");
+                link.unwrap_or_else(|| panic!("no link {dev}"))
+            };
+            if let Some(size) = set {
+                let msg = rtnetlink::LinkUnspec::new_with_index(get().await.header.index)
+                    .append_extra_attribute(LinkAttribute::GsoIpv4MaxSize(size))
+                    .append_extra_attribute(LinkAttribute::GroIpv4MaxSize(size))
+                    .build();
+                h.link()
+                    .set(msg)
+                    .execute()
+                    .await
+                    .unwrap_or_else(|e| panic!("{dev}: gso_ipv4_max_size {size}: {e}"));
+            }
+            get()
+                .await
+                .attributes
+                .into_iter()
+                .find_map(|a| match a {
+                    LinkAttribute::GsoIpv4MaxSize(s) => Some(s),
+                    _ => None,
+                })
+                .expect("the kernel reports gso_ipv4_max_size (6.3+)")
+        })
+    })
+}
 
 pub fn underlay_ip(k: usize) -> String {
     format!("10.90.0.{}", 10 + k)
@@ -48,10 +99,11 @@ pub struct RunningPod {
 impl Lab {
     /// `backends[k]`: the overlay backend of host k+1.
     pub fn start(backends: [&str; 3]) -> Lab {
-        Self::start_with(backends, |_| {})
+        Self::start_with(backends, UNDERLAY_GSO)
     }
 
-    pub fn start_with(backends: [&str; 3], mut hook: impl FnMut(&str)) -> Lab {
+    /// `gso`: the underlay devices' `gso_ipv4_max_size` (65536 is the kernel's default).
+    pub fn start_with(backends: [&str; 3], gso: u32) -> Lab {
         let underlay = Netns(new_netns("sku"));
         let u = underlay.0.as_str();
         run(Command::new("ip").args(["-n", u, "link", "add", BRIDGE, "type", "bridge"]));
@@ -80,7 +132,8 @@ impl Lab {
                 "eth0",
             ]));
             run(Command::new("ip").args(["-n", &name, "link", "set", "eth0", "up"]));
-            hook(&name);
+            link_gso(&netns_path(u), &port, Some(gso));
+            link_gso(&netns_path(&name), "eth0", Some(gso));
             let host = NodeHost::create(name, (k == 1).then_some(REGISTRY));
             let dir = host.dir.path();
             host.write_config(&format!(
@@ -98,6 +151,8 @@ impl Lab {
             ));
             hosts.push(host);
         }
+        // A bridge takes a size above 64 KiB only once it has ports that do.
+        link_gso(&netns_path(u), BRIDGE, Some(gso));
         for h in &mut hosts {
             h.spawn_server();
         }

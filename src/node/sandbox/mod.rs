@@ -16,8 +16,24 @@ pub use ipam::{Ipam, Subnet};
 
 use super::layout::NodeDirs;
 
-/// Pods' MTU without an overlay; the overlay lowers it when it encapsulates.
-pub const POD_MTU: u32 = 1500;
+/// Size limits of the bridge and every pod veth (both ends), from the underlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodLink {
+    pub mtu: u32,
+    /// `gso_ipv4_max_size` and `gro_ipv4_max_size` above the kernel's 64 KiB default (BIG
+    /// TCP), when the underlay allows it; `None` keeps the default.
+    pub gso_max: Option<u32>,
+}
+
+impl Default for PodLink {
+    /// Without an overlay: Ethernet's MTU, default GSO sizes.
+    fn default() -> Self {
+        PodLink {
+            mtu: 1500,
+            gso_max: None,
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum SandboxError {
@@ -37,17 +53,16 @@ pub enum SandboxError {
 
 pub struct Sandboxes {
     bridge: String,
-    /// Of the bridge and every pod veth.
-    mtu: u32,
+    link: PodLink,
     dirs: NodeDirs,
     ipam: Mutex<Option<Ipam>>,
 }
 
 impl Sandboxes {
-    pub fn new(bridge: String, dirs: NodeDirs, mtu: u32) -> Self {
+    pub fn new(bridge: String, dirs: NodeDirs, link: PodLink) -> Self {
         Sandboxes {
             bridge,
-            mtu,
+            link,
             dirs,
             ipam: Mutex::new(None),
         }
@@ -70,7 +85,8 @@ impl Sandboxes {
         if self.subnet() == Some(subnet) {
             return Ok(subnet);
         }
-        network::ensure_bridge(&self.bridge, subnet.gateway(), subnet.prefix, self.mtu).await?;
+        network::ensure_bridge(&self.bridge, subnet.gateway(), subnet.prefix, self.link.mtu)
+            .await?;
         let ipam = Ipam::open(self.dirs.state.join("ipam.json"), subnet)?;
         *self.lock()? = Some(ipam);
         Ok(subnet)
@@ -95,7 +111,7 @@ impl Sandboxes {
             ip,
             prefix: subnet.prefix,
             gateway: subnet.gateway(),
-            mtu: self.mtu,
+            link: self.link,
         })
         .await?;
         Ok(ip)

@@ -6,9 +6,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use futures_util::TryStreamExt;
-use rtnetlink::{new_connection, Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::{
+    new_connection, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
 
-use super::{netns, SandboxError};
+use super::{netns, PodLink, SandboxError};
 
 fn nl(what: &str, e: rtnetlink::Error) -> SandboxError {
     SandboxError::Netlink(format!("{what}: {e}"))
@@ -25,11 +29,7 @@ fn connect() -> Result<Handle, SandboxError> {
 }
 
 /// Applies a link change (up, rename, move, attach to a bridge).
-async fn set_link(
-    h: &Handle,
-    msg: netlink_packet_route::link::LinkMessage,
-    what: &str,
-) -> Result<(), SandboxError> {
+async fn set_link(h: &Handle, msg: LinkMessage, what: &str) -> Result<(), SandboxError> {
     h.link().set(msg).execute().await.map_err(|e| nl(what, e))
 }
 
@@ -56,7 +56,19 @@ async fn add_addr(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()
     }
 }
 
-/// Creates (or keeps) the bridge with `gateway/prefix` on it, up.
+/// `b` with the GSO/GRO size limits of `link` (the kernel's defaults stay when it has none).
+fn sized(b: LinkMessageBuilder<LinkUnspec>, link: PodLink) -> LinkMessage {
+    match link.gso_max {
+        Some(size) => b
+            .append_extra_attribute(LinkAttribute::GsoIpv4MaxSize(size))
+            .append_extra_attribute(LinkAttribute::GroIpv4MaxSize(size))
+            .build(),
+        None => b.build(),
+    }
+}
+
+/// Creates (or keeps) the bridge with `gateway/prefix` on it, up (its GSO size follows with
+/// its first port, in `attach`).
 pub async fn ensure_bridge(
     name: &str,
     gateway: Ipv4Addr,
@@ -107,7 +119,7 @@ pub struct PodNet<'a> {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
-    pub mtu: u32,
+    pub link: PodLink,
 }
 
 /// Wires the pod's namespace to the bridge. Idempotent: a pod whose `eth0` is already
@@ -119,7 +131,7 @@ pub async fn attach(p: &PodNet<'_>) -> Result<(), SandboxError> {
     if link_index(&h, &host).await?.is_none() {
         let ns = std::fs::File::open(p.netns)?;
         h.link()
-            .add(LinkVeth::new(&host, &peer).mtu(p.mtu).build())
+            .add(LinkVeth::new(&host, &peer).mtu(p.link.mtu).build())
             .execute()
             .await
             .map_err(|e| nl("add veth", e))?;
@@ -144,13 +156,22 @@ pub async fn attach(p: &PodNet<'_>) -> Result<(), SandboxError> {
         .ok_or_else(|| SandboxError::Netlink("veth vanished".into()))?;
     set_link(
         &h,
-        LinkUnspec::new_with_index(index)
-            .controller(bridge)
-            .up()
-            .build(),
+        sized(
+            LinkUnspec::new_with_index(index).controller(bridge).up(),
+            p.link,
+        ),
         "veth onto bridge",
     )
     .await?;
+    if p.link.gso_max.is_some() {
+        // A bridge takes a size above 64 KiB only once it has a port that does.
+        set_link(
+            &h,
+            sized(LinkUnspec::new_with_index(bridge), p.link),
+            "bridge GSO size",
+        )
+        .await?;
+    }
     // Hairpin (the CNI bridge plugin's hairpinMode, as flannel configures it): a pod reaching
     // itself through a Service VIP gets the DNATed packet back out of the port it came in.
     // Port attributes go in RTM_NEWLINK (`set_port`); RTM_SETLINK ignores them silently.
@@ -159,7 +180,7 @@ pub async fn attach(p: &PodNet<'_>) -> Result<(), SandboxError> {
         .execute()
         .await
         .map_err(|e| nl("hairpin on the bridge port", e))?;
-    let (ip, prefix, gw, mtu) = (p.ip, p.prefix, p.gateway, p.mtu);
+    let (ip, prefix, gw, link) = (p.ip, p.prefix, p.gateway, p.link);
     let path = p.netns.to_path_buf();
     // The namespace switch needs a thread of its own; keep the agent's thread free meanwhile.
     tokio::task::spawn_blocking(move || {
@@ -167,21 +188,21 @@ pub async fn attach(p: &PodNet<'_>) -> Result<(), SandboxError> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(inside(peer, ip, prefix, gw, mtu))
+            rt.block_on(inside(peer, ip, prefix, gw, link))
         })
     })
     .await
     .map_err(|e| SandboxError::Sys(format!("netns task: {e}")))?
 }
 
-/// Inside the pod: `lo` up, the peer renamed `eth0` with the pod MTU (a veth's MTU is set per
-/// end), address, default route.
+/// Inside the pod: `lo` up, the peer renamed `eth0` with the pod's link sizes (a veth's are
+/// set per end; the pod's TCP sizes its packets by them), address, default route.
 async fn inside(
     peer: String,
     ip: Ipv4Addr,
     prefix: u8,
     gw: Ipv4Addr,
-    mtu: u32,
+    link: PodLink,
 ) -> Result<(), SandboxError> {
     let h = connect()?;
     if let Some(lo) = link_index(&h, "lo").await? {
@@ -207,7 +228,7 @@ async fn inside(
     add_addr(&h, eth0, ip, prefix).await?;
     set_link(
         &h,
-        LinkUnspec::new_with_index(eth0).mtu(mtu).up().build(),
+        sized(LinkUnspec::new_with_index(eth0).mtu(link.mtu).up(), link),
         "eth0 up",
     )
     .await?;
