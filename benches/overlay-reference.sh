@@ -5,15 +5,20 @@
 # over kernel VXLAN (VNI 1, port 8472, static neighbour and FDB entries) and over host-gw
 # routes, and host -> host over the underlay, iperf3 runs alternating as in the Skiff bench.
 # Prints the medians and, last, `reference ratios to underlay: vxlan X.XX host-gw Y.YY`.
-# Usage: benches/overlay-reference.sh [--seconds S] [--rounds N]   (REF_BACKENDS="host-gw" for one)
+# --underlay-gso B (as the Skiff bench; default 196608, 65536 = the kernel's default) sets the
+# underlay devices' gso/gro_ipv4_max_size and, for host-gw, the pod devices' too, as Skiff does.
+# Usage: benches/overlay-reference.sh [--seconds S] [--rounds N] [--underlay-gso B]
+#        (REF_BACKENDS="host-gw" for one backend)
 set -euo pipefail
 
 seconds=5
 rounds=3
+gso=196608
 while (($#)); do
     case $1 in
     --seconds) seconds=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --underlay-gso) gso=$2; shift 2 ;;
     *) echo "overlay-reference: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -32,6 +37,22 @@ cleanup() {
     done
 }
 trap cleanup EXIT INT TERM
+
+# Sets gso_ipv4_max_size and gro_ipv4_max_size of device $2 in namespace $1 to $gso with one
+# RTM_NEWLINK (Debian 12's iproute2 predates these attributes, IFLA 63 and 64).
+set_gso() {
+    ip netns exec "$1" python3 - "$2" "$gso" <<'PY'
+import socket, struct, sys
+dev, size = sys.argv[1], int(sys.argv[2])
+attrs = b"".join(struct.pack("=HHI", 8, t, size) for t in (63, 64))
+body = struct.pack("=BxHiII", 0, 0, socket.if_nametoindex(dev), 0, 0) + attrs
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+s.send(struct.pack("=IHHII", 16 + len(body), 16, 1 | 4, 1, 0) + body)  # RTM_NEWLINK, REQUEST|ACK
+err = struct.unpack("=i", s.recv(4096)[16:20])[0]
+if err:
+    sys.exit(f"{dev}: gso_ipv4_max_size {size}: error {err}")
+PY
+}
 
 # Node K at 10.90.0.1K on the underlay, its pod at 10.244.K.2 behind cni0 (10.244.K.1).
 build() {
@@ -76,6 +97,17 @@ build() {
         ip -n ref-h1 route add 10.244.2.0/24 via 10.90.0.12
         ip -n ref-h2 route add 10.244.1.0/24 via 10.90.0.11
     fi
+    # A bridge takes a size above 64 KiB only once it has ports that do: ports first.
+    for k in 1 2; do
+        set_gso ref-ul n$k
+        set_gso ref-h$k eth0
+        if [[ $1 == host-gw ]]; then
+            set_gso ref-p$k eth0
+            set_gso ref-h$k veth$k
+            set_gso ref-h$k cni0
+        fi
+    done
+    set_gso ref-ul br0
 }
 
 # Gbit/s from namespace $1 to $3 served in namespace $2 (a run that ends without a result,
@@ -103,7 +135,7 @@ gbits() {
 
 median() { tr ' ' '\n' | sort -n | awk '{v[NR]=$1} END {print v[int(NR/2)+1]}'; }
 
-echo "TCP, 1 stream, ${seconds} s per run (iperf3), median of ${rounds} alternating runs, Gbit/s"
+echo "TCP, 1 stream, ${seconds} s per run (iperf3), median of ${rounds} alternating runs, Gbit/s; underlay gso_ipv4_max_size $gso"
 printf '%-12s %14s %14s %8s\n' backend "pod -> pod" underlay ratio
 ratios=()
 for backend in ${REF_BACKENDS:-vxlan host-gw}; do
