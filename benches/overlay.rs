@@ -10,8 +10,9 @@
 //! The underlay allows BIG TCP (`gso_ipv4_max_size` 196608, as the tests' lab); host-gw pods
 //! follow it. `--underlay-gso 65536` measures a stock underlay.
 //!
-//! `cargo bench --bench overlay -- [--seconds S] [--rounds N] [--streams P] [--underlay-gso B]`;
-//! the last line is `ratios to underlay: vxlan X.XX host-gw Y.YY vxlan-user Z.ZZ`.
+//! `cargo bench --bench overlay -- [--seconds S] [--rounds N] [--streams P] [--underlay-gso B]
+//! [--backends host-gw,vxlan]`; the last line is `ratios to underlay: vxlan X.XX host-gw Y.YY
+//! vxlan-user Z.ZZ` (the chosen backends only, with `--backends`).
 
 #[path = "../tests/common/flags.rs"]
 mod flags;
@@ -85,7 +86,15 @@ async fn main() {
         "backend", "pod -> pod", "underlay", "ratio"
     );
     let mut ratios = Vec::new();
-    for backend in ["vxlan", "host-gw", "vxlan-user"] {
+    let backends = flag("--backends", "vxlan,host-gw,vxlan-user".to_string());
+    if let Some(b) = backends
+        .split(',')
+        .find(|b| !["vxlan", "host-gw", "vxlan-user"].contains(b))
+    {
+        eprintln!("overlay bench: unknown backend {b:?} (vxlan, host-gw, vxlan-user)");
+        std::process::exit(2);
+    }
+    for backend in backends.split(',') {
         let lab = Lab::start_with([backend; 3], gso);
         let client = lab.run_pod("c1", 1).await;
         let server = lab.run_pod("s2", 2).await;
