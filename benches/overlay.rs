@@ -34,6 +34,8 @@ use flags::flag;
 use node_host::root_or_skip;
 use overlay_lab::{underlay_ip, Lab, UNDERLAY_GSO};
 
+const BACKENDS: [&str; 3] = ["vxlan", "host-gw", "vxlan-user"];
+
 /// TCP throughput in Gbit/s from `client` to `server_ip` (served in `server`) over
 /// `streams` parallel connections.
 fn iperf(client: &Path, server: &Path, server_ip: &str, seconds: u64, streams: u64) -> f64 {
@@ -86,15 +88,13 @@ async fn main() {
         "backend", "pod -> pod", "underlay", "ratio"
     );
     let mut ratios = Vec::new();
-    let backends = flag("--backends", "vxlan,host-gw,vxlan-user".to_string());
-    if let Some(b) = backends
-        .split(',')
-        .find(|b| !["vxlan", "host-gw", "vxlan-user"].contains(b))
-    {
-        eprintln!("overlay bench: unknown backend {b:?} (vxlan, host-gw, vxlan-user)");
+    let backends = flag("--backends", BACKENDS.join(","));
+    let backends: Vec<&str> = backends.split(',').collect();
+    if let Some(b) = backends.iter().find(|b| !BACKENDS.contains(b)) {
+        eprintln!("overlay bench: unknown backend {b:?} (one of {BACKENDS:?})");
         std::process::exit(2);
     }
-    for backend in backends.split(',') {
+    for backend in backends {
         let lab = Lab::start_with([backend; 3], gso);
         let client = lab.run_pod("c1", 1).await;
         let server = lab.run_pod("s2", 2).await;

@@ -16,7 +16,7 @@ mod servers;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -305,7 +305,7 @@ async fn vxlan_carries_pods_across_hosts_and_follows_node_changes() {
     // On the wire: UDP/8472, VNI 1, between the hosts' underlay addresses, carrying the
     // pods' own addresses (no masquerading between pods).
     let inner = (a1.ip.parse().unwrap(), p2.ip.parse().unwrap());
-    let underlay = PathBuf::from("/run/netns").join(&lab.underlay.0);
+    let underlay = lab.underlay.path();
     let seen = capture_vxlan(&underlay, inner, || {
         for _ in 0..20 {
             let _ = http_get_in(&a1.netns, format!("{}:8080", p2.ip), "/");

@@ -53,6 +53,11 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// Where `ip netns` keeps the namespace `name`.
+pub fn netns_path(name: &str) -> PathBuf {
+    PathBuf::from("/run/netns").join(name)
+}
+
 /// A new network namespace `<prefix><pid>x<n>` with loopback up.
 pub fn new_netns(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -214,7 +219,7 @@ impl NodeHost {
     /// registry holding the busybox image at `registry` if given. The server starts once a
     /// config is written.
     pub fn create(name: String, registry: Option<&str>) -> NodeHost {
-        let netns = PathBuf::from("/run/netns").join(&name);
+        let netns = netns_path(&name);
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.toml");
         let api_port = forward(&netns, "127.0.0.1:6443");

@@ -15,17 +15,13 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use crate::node_host::{in_netns, new_netns, run, NodeHost};
+use crate::node_host::{in_netns, netns_path, new_netns, run, NodeHost};
 
 pub const REGISTRY: &str = "10.90.0.11:5000";
 pub const IMAGE: &str = "10.90.0.11:5000/busybox:latest";
 pub const BRIDGE: &str = "br0";
 /// The underlay devices' `gso_ipv4_max_size` (BIG TCP; 192 KiB, Cilium's default).
 pub const UNDERLAY_GSO: u32 = 196_608;
-
-fn netns_path(name: &str) -> PathBuf {
-    Path::new("/run/netns").join(name)
-}
 
 /// `gso_ipv4_max_size` of `dev` in namespace `ns`, after setting it (and the GRO limit) to
 /// `set` if given. Through rtnetlink: Debian 12's iproute2 predates these attributes.
@@ -76,6 +72,12 @@ pub fn underlay_ip(k: usize) -> String {
 
 /// The underlay namespace; deleted on drop (after the hosts, which are declared first).
 pub struct Netns(pub String);
+
+impl Netns {
+    pub fn path(&self) -> PathBuf {
+        netns_path(&self.0)
+    }
+}
 
 impl Drop for Netns {
     fn drop(&mut self) {
@@ -132,7 +134,7 @@ impl Lab {
                 "eth0",
             ]));
             run(Command::new("ip").args(["-n", &name, "link", "set", "eth0", "up"]));
-            link_gso(&netns_path(u), &port, Some(gso));
+            link_gso(&underlay.path(), &port, Some(gso));
             link_gso(&netns_path(&name), "eth0", Some(gso));
             let host = NodeHost::create(name, (k == 1).then_some(REGISTRY));
             let dir = host.dir.path();
@@ -152,7 +154,7 @@ impl Lab {
             hosts.push(host);
         }
         // A bridge takes a size above 64 KiB only once it has ports that do.
-        link_gso(&netns_path(u), BRIDGE, Some(gso));
+        link_gso(&underlay.path(), BRIDGE, Some(gso));
         for h in &mut hosts {
             h.spawn_server();
         }
