@@ -4,21 +4,28 @@
 # underlay bridge, each with a flannel-style cni0 bridge and one pod namespace; pod -> pod
 # over kernel VXLAN (VNI 1, port 8472, static neighbour and FDB entries) and over host-gw
 # routes, and host -> host over the underlay, iperf3 runs alternating as in the Skiff bench.
-# Prints the medians and, last, `reference ratios to underlay: vxlan X.XX host-gw Y.YY`.
+# With vxlan it also measures node -> node through the VXLAN devices alone (host 1 to host 2's
+# 10.244.2.0: no pod, no bridge, no forwarding), the ceiling of any datapath built on them.
+# Prints the medians and, last,
+# `reference ratios to underlay: vxlan X.XX vxlan-node N.NN host-gw Y.YY`.
 # --underlay-gso B (as the Skiff bench; default 196608, 65536 = the kernel's default) sets the
 # underlay devices' gso/gro_ipv4_max_size and, for host-gw, the pod devices' too, as Skiff does.
-# Usage: benches/overlay-reference.sh [--seconds S] [--rounds N] [--underlay-gso B]
+# --bypass attaches benches/overlay-bypass.bpf.c (tc/eBPF; installs clang and libbpf-dev) so that
+# pod traffic skips cni0, forwarding and netfilter: the best a pod path can do on these devices.
+# Usage: benches/overlay-reference.sh [--seconds S] [--rounds N] [--underlay-gso B] [--bypass]
 #        (REF_BACKENDS="host-gw" for one backend)
 set -euo pipefail
 
 seconds=5
 rounds=3
 gso=196608
+bypass=""
 while (($#)); do
     case $1 in
     --seconds) seconds=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --underlay-gso) gso=$2; shift 2 ;;
+    --bypass) bypass=yes; shift ;;
     *) echo "overlay-reference: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -27,8 +34,10 @@ if ((EUID != 0)); then
     exit 1
 fi
 command -v iperf3 >/dev/null || { echo "overlay-reference: iperf3 missing (apt-get install iperf3)" >&2; exit 1; }
+if [[ $bypass ]]; then "$(dirname "$0")/../scripts/install-deps.sh" clang libbpf-dev; fi
 
 NS=(ref-ul ref-h1 ref-h2 ref-p1 ref-p2)
+objs=$(mktemp -d)
 cleanup() {
     for n in "${NS[@]}"; do
         # shellcheck disable=SC2046 # one pid per word
@@ -36,7 +45,7 @@ cleanup() {
         ip netns del "$n" 2>/dev/null || true
     done
 }
-trap cleanup EXIT INT TERM
+trap 'cleanup; rm -rf "$objs"' EXIT INT TERM
 
 # Sets gso_ipv4_max_size and gro_ipv4_max_size of device $2 in namespace $1 to $gso with one
 # RTM_NEWLINK (Debian 12's iproute2 predates these attributes, IFLA 63 and 64).
@@ -108,6 +117,23 @@ build() {
         fi
     done
     set_gso ref-ul br0
+    if [[ $bypass ]]; then attach_bypass "$1" 1; attach_bypass "$1" 2; fi
+}
+
+# Attaches the bypass programs on host $2 for backend $1 (towards the other node: the VXLAN
+# device or eth0); index and mac give a device's ifindex and MAC as C initialisers.
+index() { ip -n "$1" -o link show "$2" | cut -d: -f1; }
+mac() { ip -n "$1" link show "$2" | awk '/link\/ether/ {print "0x" $2}' | sed 's/:/,0x/g'; }
+attach_bypass() {
+    local h=ref-h$2 out=eth0 obj=$objs/bypass$2.o
+    if [[ $1 == vxlan ]]; then out=flannel.1; fi
+    clang -O2 -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -DPOD_IP="0x0af40${2}02" \
+        -DPOD_IFINDEX="$(index $h veth$2)" -DOUT_IFINDEX="$(index $h $out)" \
+        -DPOD_MAC="$(mac ref-p$2 eth0)" -DGW_MAC="$(mac $h cni0)" \
+        -c "$(dirname "$0")/overlay-bypass.bpf.c" -o "$obj"
+    for dev in veth$2 $out; do ip netns exec $h tc qdisc add dev $dev clsact; done
+    ip netns exec $h tc filter add dev veth$2 ingress bpf da obj "$obj" sec tc/pod_out
+    ip netns exec $h tc filter add dev $out ingress bpf da obj "$obj" sec tc/pod_in
 }
 
 # Gbit/s from namespace $1 to $3 served in namespace $2 (a run that ends without a result,
@@ -135,20 +161,28 @@ gbits() {
 
 median() { tr ' ' '\n' | sort -n | awk '{v[NR]=$1} END {print v[int(NR/2)+1]}'; }
 
-echo "TCP, 1 stream, ${seconds} s per run (iperf3), median of ${rounds} alternating runs, Gbit/s; underlay gso_ipv4_max_size $gso"
+echo "TCP, 1 stream, ${seconds} s per run (iperf3), median of ${rounds} alternating runs, Gbit/s; underlay gso_ipv4_max_size $gso; pod path bypass: ${bypass:-no}; vxlan-node: node -> node through the VXLAN devices"
 printf '%-12s %14s %14s %8s\n' backend "pod -> pod" underlay ratio
 ratios=()
+# Prints the row of $1 (median of the runs in $2) against the underlay's median $3.
+row() {
+    local m r
+    m=$(median <<<"${2# }")
+    r=$(python3 -c "print('%.2f' % ($m / $3))")
+    printf '%-12s %14s %14s %8s\n' "$1" "$m" "$3" "$r"
+    ratios+=("$1 $r")
+}
+
 for backend in ${REF_BACKENDS:-vxlan host-gw}; do
     build $backend
-    pods="" hosts=""
+    pods="" hosts="" nodes=""
     for _ in $(seq "$rounds"); do
         pods+=" $(gbits ref-p1 ref-p2 10.244.2.2)"
         hosts+=" $(gbits ref-h1 ref-h2 10.90.0.12)"
+        if [[ $backend == vxlan ]]; then nodes+=" $(gbits ref-h1 ref-h2 10.244.2.0)"; fi
     done
-    p=$(median <<<"${pods# }")
     u=$(median <<<"${hosts# }")
-    r=$(python3 -c "print('%.2f' % ($p / $u))")
-    printf '%-12s %14s %14s %8s\n' $backend "$p" "$u" "$r"
-    ratios+=("$backend $r")
+    row $backend "$pods" "$u"
+    if [[ $backend == vxlan ]]; then row vxlan-node "$nodes" "$u"; fi
 done
 echo "reference ratios to underlay: ${ratios[*]}"
