@@ -63,6 +63,10 @@ if err:
 PY
 }
 
+# The ifindex and the MAC of device $2 in namespace $1.
+index() { ip -n "$1" -o link show "$2" | cut -d: -f1; }
+mac() { ip -n "$1" link show "$2" | awk '/link\/ether/ {print $2}'; }
+
 # Node K at 10.90.0.1K on the underlay, its pod at 10.244.K.2 behind cni0 (10.244.K.1).
 build() {
     cleanup
@@ -86,7 +90,7 @@ build() {
         ip -n $p route add default via 10.244.$k.1
     done
     if [[ $1 == vxlan ]]; then
-        local mac=()
+        local vtep=()
         for k in 1 2; do
             local h=ref-h$k
             ip -n $h link add flannel.1 type vxlan id 1 dstport 8472 local 10.90.0.1$k dev eth0 nolearning
@@ -94,13 +98,13 @@ build() {
             ip -n $h link set flannel.1 mtu 1450 up
             ip -n $h link set veth$k mtu 1450
             ip -n ref-p$k link set eth0 mtu 1450
-            mac[k]=$(ip -n $h link show flannel.1 | awk '/link\/ether/ {print $2}')
+            vtep[k]=$(mac $h flannel.1)
         done
         for k in 1 2; do
             local h=ref-h$k o=$((3 - k))
             ip -n $h route add 10.244.$o.0/24 via 10.244.$o.0 dev flannel.1 onlink
-            ip -n $h neigh add 10.244.$o.0 lladdr "${mac[o]}" dev flannel.1 nud permanent
-            bridge -n $h fdb append "${mac[o]}" dev flannel.1 dst 10.90.0.1$o
+            ip -n $h neigh add 10.244.$o.0 lladdr "${vtep[o]}" dev flannel.1 nud permanent
+            bridge -n $h fdb append "${vtep[o]}" dev flannel.1 dst 10.90.0.1$o
         done
     else
         ip -n ref-h1 route add 10.244.2.0/24 via 10.90.0.12
@@ -121,15 +125,14 @@ build() {
 }
 
 # Attaches the bypass programs on host $2 for backend $1 (towards the other node: the VXLAN
-# device or eth0); index and mac give a device's ifindex and MAC as C initialisers.
-index() { ip -n "$1" -o link show "$2" | cut -d: -f1; }
-mac() { ip -n "$1" link show "$2" | awk '/link\/ether/ {print "0x" $2}' | sed 's/:/,0x/g'; }
+# device or eth0); c_bytes writes a MAC as a C initialiser.
+c_bytes() { sed 's/^/0x/; s/:/,0x/g' <<<"$1"; }
 attach_bypass() {
     local h=ref-h$2 out=eth0 obj=$objs/bypass$2.o
     if [[ $1 == vxlan ]]; then out=flannel.1; fi
     clang -O2 -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -DPOD_IP="0x0af40${2}02" \
         -DPOD_IFINDEX="$(index $h veth$2)" -DOUT_IFINDEX="$(index $h $out)" \
-        -DPOD_MAC="$(mac ref-p$2 eth0)" -DGW_MAC="$(mac $h cni0)" \
+        -DPOD_MAC="$(c_bytes "$(mac ref-p$2 eth0)")" -DGW_MAC="$(c_bytes "$(mac $h cni0)")" \
         -c "$(dirname "$0")/overlay-bypass.bpf.c" -o "$obj"
     for dev in veth$2 $out; do ip netns exec $h tc qdisc add dev $dev clsact; done
     ip netns exec $h tc filter add dev veth$2 ingress bpf da obj "$obj" sec tc/pod_out
