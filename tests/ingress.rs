@@ -272,10 +272,7 @@ async fn routes_by_host_and_path_and_writes_status() {
     let servers = Servers::start(1, EXTRA);
     let client = servers.client(0);
     let (alpha, beta) = (backend("alpha").await, backend("beta").await);
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let dead = skiff::store::free_loopback_ports(1).expect("free port")[0];
     setup(&client, alpha, beta, dead).await;
 
     let registry = prometheus::Registry::new();

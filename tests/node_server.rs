@@ -162,10 +162,7 @@ async fn ws_connect(
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    skiff::store::free_loopback_ports(1).expect("free port")[0]
 }
 
 /// A kubelet server over a node directory holding one pod `namespace/name` with a running

@@ -25,10 +25,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    skiff::store::free_loopback_ports(1).expect("free port")[0]
 }
 
 /// An HTTPS GET (every port of a server speaks TLS): (status, body).

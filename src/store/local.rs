@@ -2,12 +2,13 @@
 //! and real data dirs: the store as tests and benchmarks run it.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::encryption::Transformer;
+use super::loopback_ports::free_loopback_ports;
 use super::peer_tls::ThrowawayCa;
 use super::{NodeOptions, NodeStatus, Replica, StoreClient, StoreError};
 
@@ -17,17 +18,6 @@ pub struct LocalCluster {
     replicas: Vec<Option<Replica>>,
     registries: Vec<prometheus::Registry>,
     ca: ThrowawayCa,
-}
-
-/// Free loopback ports (bound then released; the replicas bind them with address reuse).
-fn free_ports(n: usize) -> Result<Vec<SocketAddr>, StoreError> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<Vec<_>, _>>()?)
 }
 
 impl LocalCluster {
@@ -40,7 +30,10 @@ impl LocalCluster {
         tweak: impl Fn(&mut NodeOptions),
     ) -> Result<Self, StoreError> {
         let ca = ThrowawayCa::generate("skiff local cluster CA")?;
-        let addrs = free_ports(n)?;
+        let addrs: Vec<SocketAddr> = free_loopback_ports(n)?
+            .into_iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
         let peers: BTreeMap<u64, String> = addrs
             .iter()
             .enumerate()

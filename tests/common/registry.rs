@@ -144,10 +144,7 @@ pub fn http(port: u16, method: &str, path: &str, headers: &str) -> Option<(u16, 
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    skiff::store::free_loopback_ports(1).expect("free port")[0]
 }
 
 impl Registry {

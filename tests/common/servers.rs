@@ -67,15 +67,6 @@ pub struct Servers {
     pub nodes: Vec<Node>,
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    ls.iter()
-        .map(|l| l.local_addr().expect("addr").port())
-        .collect()
-}
-
 /// Whether `GET /readyz` on the port answers 200 (over TLS).
 pub fn ready(port: u16) -> bool {
     tls::ready(port)
@@ -91,7 +82,7 @@ impl Servers {
             "node.enabled = false\n"
         };
         let dir = tempfile::tempdir().expect("tempdir");
-        let ports = free_ports(3 * n);
+        let ports = skiff::store::free_loopback_ports(3 * n).expect("free ports");
         let members: Vec<String> = (0..n)
             .map(|i| format!("\"n{}=127.0.0.1:{}\"", i + 1, ports[3 * i]))
             .collect();
