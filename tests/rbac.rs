@@ -2,7 +2,8 @@
 //! clusterrole / clusterrolebinding` (protobuf bodies on 1.32+), `kubectl get` with
 //! upstream's columns, the immutable `roleRef`, the default roles, and the self reviews
 //! (`kubectl auth can-i`, `kubectl auth can-i --list`, `kubectl auth whoami`) for the
-//! harness kubeconfig, an admin in `system:masters`.
+//! harness kubeconfig, an admin in `system:masters`; and the reviews about others
+//! (TokenReview, SubjectAccessReview, LocalSubjectAccessReview) behind `system:auth-delegator`.
 
 #[path = "common/servers.rs"]
 #[allow(dead_code)]
@@ -530,4 +531,174 @@ fn service_accounts_get_what_bindings_grant_and_no_more() {
     );
     assert!(!good && out.contains("Forbidden"), "{out}");
     assert_eq!(can(&["get", "nodes"]), "no");
+}
+
+/// A review posted as a manifest with kubectl (as the admin, or as `token`'s user), parsed.
+fn review(name: &str, manifest: &str, token: Option<&str>) -> Result<Value, String> {
+    let file = write(name, manifest);
+    let args = ["create", "-f", &file, "-o", "json"];
+    let (good, out) = match token {
+        Some(t) => kubectl_as(t, &args),
+        None => cluster().kubectl(&args),
+    };
+    if !good {
+        return Err(out);
+    }
+    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
+}
+
+fn token_review(token: &str, audiences: &str) -> String {
+    format!("apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {token}\n  audiences: [{audiences}]\n")
+}
+
+/// TokenReview and (Local)SubjectAccessReview, as Vault or kube-rbac-proxy use them: answers
+/// about another user's token and permissions, only for callers allowed to ask.
+#[test]
+fn token_and_subject_access_reviews_answer_for_others() {
+    ok(&["create", "namespace", "rbac-del"]);
+    ok(&["create", "serviceaccount", "checker", "-n", "rbac-del"]);
+    let api_token = ok(&["create", "token", "checker", "-n", "rbac-del"]);
+    let vault_token = ok(&[
+        "create",
+        "token",
+        "checker",
+        "-n",
+        "rbac-del",
+        "--audience",
+        "vault",
+    ]);
+
+    // The API's audience by default: the user, their groups and the audience.
+    let v = review("tr1.yaml", &token_review(api_token.trim(), ""), None).expect("review");
+    assert_eq!(v["kind"], "TokenReview", "{v}");
+    assert_eq!(v["status"]["authenticated"], true, "{v}");
+    let user = &v["status"]["user"];
+    assert_eq!(
+        user["username"], "system:serviceaccount:rbac-del:checker",
+        "{v}"
+    );
+    assert!(user["uid"].as_str().is_some_and(|u| !u.is_empty()), "{v}");
+    let groups = user["groups"].to_string();
+    assert!(
+        groups.contains("\"system:serviceaccounts:rbac-del\""),
+        "{v}"
+    );
+    assert!(groups.contains("\"system:authenticated\""), "{v}");
+    assert_eq!(
+        v["status"]["audiences"],
+        serde_json::json!(["https://kubernetes.default.svc.cluster.local"]),
+        "{v}"
+    );
+    // A token for another audience is valid for that one only.
+    let v = review(
+        "tr2.yaml",
+        &token_review(vault_token.trim(), "vault, other"),
+        None,
+    )
+    .expect("review");
+    assert_eq!(v["status"]["authenticated"], true, "{v}");
+    assert_eq!(
+        v["status"]["audiences"],
+        serde_json::json!(["vault"]),
+        "{v}"
+    );
+    for (file, token, auds) in [
+        ("tr3.yaml", vault_token.trim(), ""),
+        ("tr4.yaml", api_token.trim(), "vault"),
+        ("tr5.yaml", "not-a-token", ""),
+    ] {
+        let v = review(file, &token_review(token, auds), None).expect("review");
+        assert!(v["status"].get("authenticated").is_none(), "{v}");
+        assert_eq!(v["status"]["error"], "invalid bearer token", "{v}");
+    }
+    let err = review("tr6.yaml", &token_review("\"\"", ""), None).expect_err("no token");
+    assert!(err.contains("token is required for TokenReview"), "{err}");
+
+    // Subject access reviews follow RBAC for the user named in the spec.
+    let sar = |verb: &str| {
+        format!("apiVersion: authorization.k8s.io/v1\nkind: SubjectAccessReview\nspec:\n  user: jane\n  groups: [dev]\n  resourceAttributes:\n    namespace: rbac-del\n    verb: {verb}\n    resource: pods\n")
+    };
+    let v = review("sar1.yaml", &sar("list"), None).expect("review");
+    assert_eq!(v["status"]["allowed"], false, "{v}");
+    ok(&[
+        "create",
+        "rolebinding",
+        "jane-view",
+        "-n",
+        "rbac-del",
+        "--clusterrole=view",
+        "--user=jane",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let v = review("sar2.yaml", &sar("list"), None).expect("review");
+        if v["status"]["allowed"] == true {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the binding never took effect: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let reason = v["status"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("RoleBinding \"jane-view/rbac-del\""), "{v}");
+    let v = review("sar3.yaml", &sar("delete"), None).expect("review");
+    assert_eq!(v["status"]["allowed"], false, "{v}");
+    let err = review(
+        "sar4.yaml",
+        "apiVersion: authorization.k8s.io/v1\nkind: SubjectAccessReview\nspec:\n  resourceAttributes:\n    verb: get\n",
+        None,
+    )
+    .expect_err("no subject");
+    assert!(
+        err.contains("at least one of user or group must be specified"),
+        "{err}"
+    );
+
+    // The local review is bound to its namespace.
+    let local = |ns: &str| {
+        format!("apiVersion: authorization.k8s.io/v1\nkind: LocalSubjectAccessReview\nmetadata:\n  namespace: rbac-del\nspec:\n  user: jane\n  resourceAttributes:\n    namespace: {ns}\n    verb: list\n    resource: pods\n")
+    };
+    let v = review("lsar1.yaml", &local("rbac-del"), None).expect("review");
+    assert_eq!(v["status"]["allowed"], true, "{v}");
+    assert_eq!(v["metadata"]["namespace"], "rbac-del", "{v}");
+    let err = review("lsar2.yaml", &local("default"), None).expect_err("other namespace");
+    assert!(err.contains("must match metadata.namespace"), "{err}");
+
+    // Asking takes system:auth-delegator (or another grant of create on the reviews).
+    ok(&["create", "serviceaccount", "proxy", "-n", "rbac-del"]);
+    let proxy = ok(&["create", "token", "proxy", "-n", "rbac-del"]);
+    let err = review(
+        "tr7.yaml",
+        &token_review(api_token.trim(), ""),
+        Some(proxy.trim()),
+    )
+    .expect_err("not a delegator");
+    assert!(
+        err.contains("Forbidden") || err.contains("forbidden"),
+        "{err}"
+    );
+    ok(&[
+        "create",
+        "clusterrolebinding",
+        "proxy-delegator",
+        "--clusterrole=system:auth-delegator",
+        "--serviceaccount=rbac-del:proxy",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        match review(
+            "tr8.yaml",
+            &token_review(api_token.trim(), ""),
+            Some(proxy.trim()),
+        ) {
+            Ok(v) => break v,
+            Err(e) => assert!(Instant::now() < deadline, "never allowed: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(v["status"]["authenticated"], true, "{v}");
+    let v = review("sar5.yaml", &sar("list"), Some(proxy.trim())).expect("delegator asks");
+    assert_eq!(v["status"]["allowed"], true, "{v}");
 }

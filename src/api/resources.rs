@@ -404,6 +404,39 @@ pub static RESOURCES: &[Resource] = &[
         false
     ),
     res!(
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        "SubjectAccessReview",
+        false,
+        NONE_CAT,
+        NONE_CAT,
+        NONE,
+        false
+    ),
+    res!(
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        "LocalSubjectAccessReview",
+        true,
+        NONE_CAT,
+        NONE_CAT,
+        NONE,
+        false
+    ),
+    res!(
+        "authentication.k8s.io",
+        "tokenreviews",
+        "tokenreview",
+        "TokenReview",
+        false,
+        NONE_CAT,
+        NONE_CAT,
+        NONE,
+        false
+    ),
+    res!(
         "authentication.k8s.io",
         "selfsubjectreviews",
         "selfsubjectreview",

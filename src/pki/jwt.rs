@@ -114,6 +114,14 @@ impl TokenKeys {
 
     /// The claims of a token this cluster signed, if valid (signature, expiry, audience).
     pub fn verify(&self, token: &str) -> Option<Claims> {
+        self.verify_for(token, &[AUDIENCE.to_string()])
+            .map(|(claims, _)| claims)
+    }
+
+    /// The claims of a token this cluster signed for one of `audiences` (signature, expiry),
+    /// with those of `audiences` it is valid for. A token without audiences is the API's
+    /// (upstream's default API audience).
+    pub fn verify_for(&self, token: &str, audiences: &[String]) -> Option<(Claims, Vec<String>)> {
         let mut v = Validation::new(Algorithm::ES256);
         v.required_spec_claims.clear();
         v.validate_exp = true;
@@ -124,11 +132,18 @@ impl TokenKeys {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
             .ok()?
             .claims;
-        // A token with audiences must name ours (upstream's default API audience).
-        if !claims.aud.is_empty() && !claims.aud.iter().any(|a| a == AUDIENCE) {
-            return None;
-        }
-        Some(claims)
+        let valid: Vec<String> = audiences
+            .iter()
+            .filter(|a| {
+                if claims.aud.is_empty() {
+                    *a == AUDIENCE
+                } else {
+                    claims.aud.contains(a)
+                }
+            })
+            .cloned()
+            .collect();
+        (!valid.is_empty()).then_some((claims, valid))
     }
 }
 
@@ -163,5 +178,34 @@ mod tests {
             })
             .expect("sign");
         assert!(keys.verify(&expired).is_none());
+    }
+
+    #[test]
+    fn audiences_are_those_both_the_token_and_the_caller_name() {
+        let (private, _) = TokenKeys::generate().expect("keys");
+        let keys = TokenKeys::from_private_pem(&private).expect("private");
+        let token = |aud: &[&str]| {
+            keys.sign(&Claims {
+                iss: ISSUER.into(),
+                sub: "x".into(),
+                aud: aud.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            })
+            .expect("sign")
+        };
+        let wanted = |aud: &[&str]| aud.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let valid = |t: &str, aud: &[&str]| keys.verify_for(t, &wanted(aud)).map(|(_, v)| v);
+        let vault = token(&["vault", "other"]);
+        assert_eq!(valid(&vault, &["x", "vault"]), Some(wanted(&["vault"])));
+        assert_eq!(valid(&vault, &[AUDIENCE]), None);
+        assert!(keys.verify(&vault).is_none());
+        // No audience in the token: the API's only.
+        let plain = token(&[]);
+        assert_eq!(
+            valid(&plain, &[AUDIENCE, "vault"]),
+            Some(wanted(&[AUDIENCE]))
+        );
+        assert_eq!(valid(&plain, &["vault"]), None);
+        assert!(keys.verify(&plain).is_some());
     }
 }

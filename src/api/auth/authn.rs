@@ -61,10 +61,22 @@ pub fn public(path: &str) -> bool {
 }
 
 impl Authn {
-    /// The user a bearer token names, if it is valid and what it is bound to still exists.
+    /// The user a bearer token for the API names, if it is valid and what it is bound to
+    /// still exists.
     pub async fn token_user(&self, token: &str) -> Option<UserInfo> {
-        let claims = self.keys.verify(token)?;
-        match &claims.kubernetes {
+        let api = [crate::pki::jwt::AUDIENCE.to_string()];
+        self.token_user_for(token, &api).await.map(|(user, _)| user)
+    }
+
+    /// As `token_user` for a token meant for one of `audiences` (a TokenReview), with those
+    /// it is valid for.
+    pub async fn token_user_for(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Option<(UserInfo, Vec<String>)> {
+        let (claims, valid) = self.keys.verify_for(token, audiences)?;
+        let user = match &claims.kubernetes {
             None => Some(UserInfo {
                 username: claims.sub.clone(),
                 groups: claims
@@ -76,7 +88,8 @@ impl Authn {
                 ..Default::default()
             }),
             Some(_) => self.service_account(&claims).await,
-        }
+        }?;
+        Some((user, valid))
     }
 
     /// A ServiceAccount token is valid while its ServiceAccount (and pod, if bound) exists

@@ -1,5 +1,6 @@
 //! Who is asking (authentication) and whether they may (authorization).
 
+pub mod delegated;
 pub mod rbac;
 pub mod rbac_cache;
 pub mod review;

@@ -1,11 +1,13 @@
 //! The self reviews: `selfsubjectaccessreviews` and `selfsubjectrulesreviews`
 //! (authorization.k8s.io/v1; `kubectl auth can-i [--list]`) and `selfsubjectreviews`
 //! (authentication.k8s.io/v1; `kubectl auth whoami`). Nothing is stored: each create answers
-//! about the requesting user, with status code 201 as upstream.
+//! about the requesting user, with status code 201 as upstream. The reviews about others
+//! (token and subject access reviews) are in `delegated`.
 
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
+use super::delegated;
 use super::rbac::{self, PolicyRule};
 use super::{Attributes, Decision, UserInfo};
 use crate::api::body;
@@ -24,8 +26,11 @@ pub fn is_review(res: &Resource) -> bool {
         (res.group, res.kind),
         (
             AUTHORIZATION_GROUP,
-            "SelfSubjectAccessReview" | "SelfSubjectRulesReview"
-        ) | (AUTHENTICATION_GROUP, "SelfSubjectReview")
+            "SelfSubjectAccessReview"
+                | "SelfSubjectRulesReview"
+                | "SubjectAccessReview"
+                | "LocalSubjectAccessReview"
+        ) | (AUTHENTICATION_GROUP, "SelfSubjectReview" | "TokenReview")
     )
 }
 
@@ -50,6 +55,16 @@ pub async fn handle(
     let out = match ctx.res().kind {
         "SelfSubjectAccessReview" => access_review(ctx.state, user, obj).await?,
         "SelfSubjectRulesReview" => rules_review(ctx.state, &user, obj)?,
+        "SubjectAccessReview" => delegated::access_review(ctx.state, obj, None).await?,
+        "LocalSubjectAccessReview" => {
+            delegated::access_review(
+                ctx.state,
+                obj,
+                Some(ctx.t.namespace.as_deref().unwrap_or("")),
+            )
+            .await?
+        }
+        "TokenReview" => delegated::token_review(ctx.state, obj).await?,
         _ => self_subject_review(&user, &ctx.res().api_version()),
     };
     Ok(HttpResponse::Created()
@@ -57,13 +72,19 @@ pub async fn handle(
         .body(out.to_string()))
 }
 
-fn s(v: &Value, key: &str) -> String {
+pub fn s(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
 /// Upstream's `ValidateSelfSubjectAccessReview`: metadata empty (managedFields aside),
 /// exactly one of the attribute kinds.
 fn validate_access_review(obj: &Value) -> Result<(), ApiError> {
+    access_review_causes(obj, &[]).into_result("SelfSubjectAccessReview")
+}
+
+/// What is wrong with an access review: metadata set beyond `meta_allowed` (managedFields
+/// aside), or not exactly one of the attribute kinds.
+pub fn access_review_causes(obj: &Value, meta_allowed: &[&str]) -> Causes {
     let mut causes = Vec::new();
     let set_meta: Vec<&String> = obj
         .get("metadata")
@@ -72,6 +93,7 @@ fn validate_access_review(obj: &Value) -> Result<(), ApiError> {
             m.iter()
                 .filter(|(k, v)| {
                     k.as_str() != "managedFields"
+                        && !meta_allowed.contains(&k.as_str())
                         && !v.is_null()
                         && *v != &json!("")
                         && *v != &json!({})
@@ -107,15 +129,19 @@ fn validate_access_review(obj: &Value) -> Result<(), ApiError> {
         )),
         _ => {}
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            AUTHORIZATION_GROUP,
-            "SelfSubjectAccessReview",
-            "",
-            causes,
-        ))
+    Causes(causes)
+}
+
+/// Validation failures of a review (answered as 422 Invalid naming the review's kind).
+pub struct Causes(pub Vec<Cause>);
+
+impl Causes {
+    pub fn into_result(self, kind: &str) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(AUTHORIZATION_GROUP, kind, "", self.0))
+        }
     }
 }
 
@@ -172,20 +198,25 @@ pub fn access_status(decision: &Decision, rbac: &rbac::Evaluation) -> Value {
 async fn access_review(state: &ApiState, user: UserInfo, obj: Value) -> Result<Value, ApiError> {
     validate_access_review(&obj)?;
     let spec = obj.get("spec").cloned().unwrap_or_else(|| json!({}));
-    let attrs = attributes_of(user, &spec);
+    Ok(json!({
+        "kind": "SelfSubjectAccessReview",
+        "apiVersion": format!("{AUTHORIZATION_GROUP}/v1"),
+        "metadata": {"creationTimestamp": null},
+        "status": decide(state, attributes_of(user, &spec)).await,
+        "spec": spec,
+    }))
+}
+
+/// The `status` of an access review: what the authorizer chain says about `attrs`, with
+/// RBAC's explanation.
+pub async fn decide(state: &ApiState, attrs: Attributes) -> Value {
     let decision = super::authorize(state, &attrs).await;
     let mut explained = rbac::evaluate(&attrs, &state.rbac.snapshot());
     if attrs.user.in_group(super::MASTERS) && decision == Decision::Allow {
         // Upstream's privileged-group authorizer, first in the chain, gives no reason.
         explained.reason.clear();
     }
-    Ok(json!({
-        "kind": "SelfSubjectAccessReview",
-        "apiVersion": format!("{AUTHORIZATION_GROUP}/v1"),
-        "metadata": {"creationTimestamp": null},
-        "spec": spec,
-        "status": access_status(&decision, &explained),
-    }))
+    access_status(&decision, &explained)
 }
 
 fn resource_rule(r: &PolicyRule) -> Value {

@@ -144,6 +144,19 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // For servers that check their callers through the cluster (TokenReview, SAR).
+        cluster_role(
+            "system:auth-delegator",
+            &[],
+            &[
+                rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+                rule(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
+            ],
+        ),
         cluster_role(
             "system:monitoring",
             &[],
