@@ -163,7 +163,6 @@ pub fn serve(
     limits: &crate::config::ApiConfig,
     security: Security,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let token_keys = security.keys.clone();
     let authn = web::Data::new(auth::authn::Authn {
         keys: security.keys,
         store: store.clone(),
@@ -183,7 +182,7 @@ pub fn serve(
         services,
         rbac: auth::rbac_cache::RbacCache::new(),
         kubelet_tls: security.kubelet_tls,
-        keys: token_keys,
+        authn: authn.clone(),
     });
     state.rbac.start(state.store.clone());
     let server = HttpServer::new(move || {

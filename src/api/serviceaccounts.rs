@@ -530,6 +530,7 @@ pub async fn token_request(ctx: &Ctx<'_>, payload: web::Payload) -> Result<HttpR
     );
     let token = ctx
         .state
+        .authn
         .keys
         .sign(&claims)
         .map_err(|e| ApiError::Internal(format!("failed to generate token: {e}")))?;

@@ -20,8 +20,9 @@ pub struct ApiState {
     pub rbac: super::auth::rbac_cache::RbacCache,
     /// TLS to kubelets (pods/log, pods/exec): the cluster CA and this server's certificate.
     pub kubelet_tls: super::proxy::KubeletTls,
-    /// The cluster's token keys (private on servers): signs TokenRequest tokens.
-    pub keys: crate::pki::TokenKeys,
+    /// Bearer token checks (also the authentication middleware's); its keys (private on
+    /// servers) sign TokenRequest tokens.
+    pub authn: actix_web::web::Data<super::auth::authn::Authn>,
 }
 
 #[derive(Clone)]

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::authn::Authn;
 use super::rbac::strings;
 use super::review::{self, s, AUTHENTICATION_GROUP, AUTHORIZATION_GROUP};
 use super::UserInfo;
@@ -46,7 +45,7 @@ pub async fn access_review(
     };
     let mut causes = review::access_review_causes(&obj, meta_allowed);
     if user.username.is_empty() && user.groups.is_empty() {
-        causes.0.push(Cause::invalid(
+        causes.push(Cause::invalid(
             "spec.user",
             "",
             "at least one of user or group must be specified",
@@ -66,7 +65,7 @@ pub async fn access_review(
             ));
         }
         if let Some(n) = spec.get("nonResourceAttributes").filter(|v| v.is_object()) {
-            causes.0.push(Cause::invalid(
+            causes.push(Cause::invalid(
                 "spec.nonResourceAttributes",
                 n,
                 "disallowed on this kind of request",
@@ -75,7 +74,7 @@ pub async fn access_review(
         if let Some(r) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
             let asked = s(r, "namespace");
             if asked != ns {
-                causes.0.push(Cause::invalid(
+                causes.push(Cause::invalid(
                     "spec.resourceAttributes.namespace",
                     asked,
                     "must match metadata.namespace",
@@ -84,7 +83,7 @@ pub async fn access_review(
         }
         metadata["namespace"] = json!(ns);
     }
-    causes.into_result(kind)?;
+    review::refuse_invalid(kind, causes)?;
     Ok(json!({
         "kind": kind,
         "apiVersion": format!("{AUTHORIZATION_GROUP}/v1"),
@@ -109,11 +108,7 @@ pub async fn token_review(state: &ApiState, obj: Value) -> Result<Value, ApiErro
     if audiences.is_empty() {
         audiences.push(AUDIENCE.into());
     }
-    let authn = Authn {
-        keys: state.keys.clone(),
-        store: state.store.clone(),
-    };
-    let status = match authn.token_user_for(&token, &audiences).await {
+    let status = match state.authn.token_user_for(&token, &audiences).await {
         Some((user, valid)) => json!({"authenticated": true, "user": user, "audiences": valid}),
         None => json!({"user": {}, "error": "invalid bearer token"}),
     };

@@ -79,12 +79,12 @@ pub fn s(v: &Value, key: &str) -> String {
 /// Upstream's `ValidateSelfSubjectAccessReview`: metadata empty (managedFields aside),
 /// exactly one of the attribute kinds.
 fn validate_access_review(obj: &Value) -> Result<(), ApiError> {
-    access_review_causes(obj, &[]).into_result("SelfSubjectAccessReview")
+    refuse_invalid("SelfSubjectAccessReview", access_review_causes(obj, &[]))
 }
 
 /// What is wrong with an access review: metadata set beyond `meta_allowed` (managedFields
 /// aside), or not exactly one of the attribute kinds.
-pub fn access_review_causes(obj: &Value, meta_allowed: &[&str]) -> Causes {
+pub fn access_review_causes(obj: &Value, meta_allowed: &[&str]) -> Vec<Cause> {
     let mut causes = Vec::new();
     let set_meta: Vec<&String> = obj
         .get("metadata")
@@ -129,19 +129,15 @@ pub fn access_review_causes(obj: &Value, meta_allowed: &[&str]) -> Causes {
         )),
         _ => {}
     }
-    Causes(causes)
+    causes
 }
 
-/// Validation failures of a review (answered as 422 Invalid naming the review's kind).
-pub struct Causes(pub Vec<Cause>);
-
-impl Causes {
-    pub fn into_result(self, kind: &str) -> Result<(), ApiError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::invalid(AUTHORIZATION_GROUP, kind, "", self.0))
-        }
+/// 422 Invalid naming the review's `kind` when validation found anything.
+pub fn refuse_invalid(kind: &str, causes: Vec<Cause>) -> Result<(), ApiError> {
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(AUTHORIZATION_GROUP, kind, "", causes))
     }
 }
 
