@@ -658,7 +658,7 @@ async fn watch_from_a_too_old_resource_version_is_410_expired() {
     let small = Servers::start(3, "[store]\nwatch_history = 20\n");
     let client = small.client(0);
     namespace(&client, "old").await;
-    let cms: Api<ConfigMap> = Api::namespaced(client, "old");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "old");
     let first = cms
         .list(&ListParams::default())
         .await
@@ -679,6 +679,49 @@ async fn watch_from_a_too_old_resource_version_is_410_expired() {
         .err()
         .expect("too old");
     assert_eq!(code(err), (410, "Expired".into()));
+
+    // A continue token whose snapshot left the history: 410 with a token that goes on at the
+    // current state, as upstream's inconsistent continuation.
+    let page = cms
+        .list(&ListParams::default().limit(10))
+        .await
+        .expect("page");
+    let token = page.metadata.continue_.clone().expect("continue token");
+    for i in 0..40 {
+        cms.patch(
+            &format!("c{i}"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"v": "x"}})),
+        )
+        .await
+        .expect("patch");
+    }
+    let path = format!("/api/v1/namespaces/old/configmaps?limit=10&continue={token}");
+    let (code, status) = small.get(0, &path);
+    assert_eq!(
+        (code, &status["reason"]),
+        (410, &json!("Expired")),
+        "{status}"
+    );
+    assert!(status["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("too old to display a consistent list result")));
+    let next = status
+        .pointer("/metadata/continue")
+        .and_then(Value::as_str)
+        .expect("a token to go on with");
+    let rest = cms
+        .list(&ListParams::default().limit(100).continue_token(next))
+        .await
+        .expect("inconsistent continuation");
+    assert!(!rest.items.is_empty());
+    assert!(rest.items.iter().all(|c| c
+        .data
+        .as_ref()
+        .and_then(|d| d.get("v"))
+        .map(String::as_str)
+        == Some("x")
+        || c.metadata.name.as_deref() == Some("kube-root-ca.crt")));
 }
 
 /// Sends a raw request; returns (HTTP code, Status reason).
@@ -831,4 +874,234 @@ async fn bad_input_gets_the_right_status_and_writes_nothing() {
         after.items
     );
     assert_eq!(after.metadata.resource_version.is_some(), before.is_some());
+}
+
+/// The names and resourceVersions of a list's config maps, the CA's aside.
+fn versions(l: &kube::core::ObjectList<ConfigMap>) -> Vec<(String, String)> {
+    l.items
+        .iter()
+        .filter(|c| c.metadata.name.as_deref() != Some("kube-root-ca.crt"))
+        .map(|c| {
+            (
+                c.metadata.name.clone().unwrap_or_default(),
+                c.metadata.resource_version.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paged_list_reads_one_snapshot_while_writes_go_on() {
+    const OBJECTS: usize = 5_000;
+    const PAGE: u32 = 100;
+    let client = cluster().client(1);
+    namespace(&client, "paged").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "paged");
+    futures_util::stream::iter(0..OBJECTS)
+        .map(|i| {
+            let cms = cms.clone();
+            async move {
+                let cm: ConfigMap = serde_json::from_value(
+                    json!({"metadata": {"name": format!("cm-{i:05}")}, "data": {"v": "0"}}),
+                )
+                .expect("cm");
+                cms.create(&PostParams::default(), &cm).await
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("create the objects");
+    let state = cms.list(&ListParams::default()).await.expect("full list");
+    let want = versions(&state);
+    assert_eq!(want.len(), OBJECTS);
+
+    // Pages of 100 with 10 writes after each (500 in all): updates, deletes and creates
+    // of objects both before and after the page boundary.
+    let mut pages = Vec::new();
+    let mut lp = ListParams::default().limit(PAGE);
+    let mut written = 0;
+    let mut first_rv = None;
+    loop {
+        let page = cms.list(&lp).await.expect("page");
+        if first_rv.is_none() {
+            first_rv = page.metadata.resource_version.clone();
+            assert_eq!(
+                page.metadata.remaining_item_count,
+                Some((OBJECTS + 1 - PAGE as usize) as i64),
+                "remainingItemCount of the first page"
+            );
+        }
+        assert_eq!(
+            page.metadata.resource_version, first_rv,
+            "every page carries the first page's resourceVersion"
+        );
+        pages.extend(versions(&page));
+        let cont = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        for _ in 0..10 {
+            let i = (written * 97) % OBJECTS;
+            let name = format!("cm-{i:05}");
+            match written % 3 {
+                0 => cms
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"data": {"v": "changed"}})),
+                    )
+                    .await
+                    .map(|_| ()),
+                1 => cms
+                    .delete(&name, &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+                _ => {
+                    let cm: ConfigMap = serde_json::from_value(
+                        json!({"metadata": {"name": format!("new-{written:04}")}}),
+                    )
+                    .expect("cm");
+                    cms.create(&PostParams::default(), &cm).await.map(|_| ())
+                }
+            }
+            .or_else(|e| match e {
+                kube::Error::Api(s) if s.code == 404 => Ok(()),
+                e => Err(e),
+            })
+            .expect("write during paging");
+            written += 1;
+        }
+        match cont {
+            Some(c) => lp = ListParams::default().limit(PAGE).continue_token(&c),
+            None => break,
+        }
+    }
+    assert!(written >= 500, "{written} writes");
+    assert_eq!(pages.len(), want.len(), "no duplicate, none missing");
+    assert_eq!(pages, want, "the pages are the state at the first page");
+
+    // The same snapshot on request, and a newer one refused as too new.
+    let first_rv = first_rv.expect("rv");
+    let exact = cms
+        .list(
+            &ListParams::default()
+                .at(&first_rv)
+                .matching(kube::api::VersionMatch::Exact),
+        )
+        .await
+        .expect("exact list");
+    assert_eq!(versions(&exact), want);
+    // A version the store has not reached: 504 Timeout, ResourceVersionTooLarge, as upstream
+    // (asked without a client that retries 504s).
+    let future = first_rv.parse::<u64>().expect("number") + 1_000_000;
+    let (status, body) = cluster().get(
+        1,
+        &format!(
+            "/api/v1/namespaces/paged/configmaps?resourceVersion={future}&resourceVersionMatch=NotOlderThan"
+        ),
+    );
+    assert_eq!(
+        (status, &body["reason"]),
+        (504, &json!("Timeout")),
+        "{body}"
+    );
+    assert_eq!(
+        body.pointer("/details/causes/0/reason"),
+        Some(&json!("ResourceVersionTooLarge"))
+    );
+
+    // Bad options and tokens are 4xx, never a dropped connection.
+    for (query, want) in [
+        ("continue=a%C3%A9a", (400, "BadRequest")),
+        ("continue=%E2%82%AC%E2%82%AC%E2%82%AC", (400, "BadRequest")),
+        ("limit=5&continue=eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6NSwic3RhcnQiOiIuLi8uLi9zZWNyZXRzIn0", (400, "BadRequest")),
+        ("resourceVersionMatch=Exact", (422, "Invalid")),
+        ("resourceVersion=0&resourceVersionMatch=Exact", (422, "Invalid")),
+        ("resourceVersion=1&resourceVersionMatch=Newest", (422, "Invalid")),
+        ("sendInitialEvents=true", (422, "Invalid")),
+    ] {
+        let path = format!("/api/v1/namespaces/paged/configmaps?{query}");
+        let got = raw(&client, "GET", &path, "application/json", Vec::new()).await;
+        assert_eq!(got, (want.0, want.1.to_string()), "{query}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_list_sends_the_state_then_the_initial_events_end_bookmark() {
+    let client = cluster().client(2);
+    namespace(&client, "watchlist").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "watchlist");
+    for name in ["one", "two"] {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("cm");
+        cms.create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
+    }
+    let mut stream = cms
+        .watch(&WatchParams::default().initial_events(), "")
+        .await
+        .expect("watch-list")
+        .boxed();
+    let mut added = Vec::new();
+    let end_rv = loop {
+        match next_event(&mut stream).await {
+            WatchEvent::Added(c) => added.extend(c.metadata.name),
+            WatchEvent::Bookmark(b) => {
+                assert_eq!(
+                    b.metadata
+                        .annotations
+                        .get("k8s.io/initial-events-end")
+                        .map(String::as_str),
+                    Some("true"),
+                    "the first bookmark ends the initial events"
+                );
+                break b.metadata.resource_version;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    added.sort();
+    assert_eq!(added, ["kube-root-ca.crt", "one", "two"]);
+    // Changes after the state follow, newer than the bookmark.
+    cms.patch(
+        "one",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"v": "1"}})),
+    )
+    .await
+    .expect("patch");
+    match next_event(&mut stream).await {
+        WatchEvent::Modified(c) => {
+            let rv: u64 = c.metadata.resource_version.expect("rv").parse().expect("n");
+            assert!(rv > end_rv.parse::<u64>().expect("bookmark rv"));
+        }
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+    // kube-rs' streaming-list watcher (what client-go's WatchListClient does) gets its store.
+    let cfg = kube::runtime::watcher::Config::default().streaming_lists();
+    let mut w = kube::runtime::watcher(cms.clone(), cfg).boxed();
+    let mut seen = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), w.try_next())
+            .await
+            .expect("an event within 10 s")
+            .expect("watcher")
+            .expect("open");
+        match ev {
+            kube::runtime::watcher::Event::InitApply(c) => seen.extend(c.metadata.name),
+            kube::runtime::watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["kube-root-ca.crt", "one", "two"]);
+    // Option combinations upstream refuses.
+    for query in [
+        "watch=true&sendInitialEvents=true",
+        "watch=true&resourceVersionMatch=NotOlderThan",
+        "watch=true&sendInitialEvents=true&resourceVersionMatch=Exact",
+    ] {
+        let path = format!("/api/v1/namespaces/watchlist/configmaps?{query}");
+        let got = raw(&client, "GET", &path, "application/json", Vec::new()).await;
+        assert_eq!(got, (422, "Invalid".to_string()), "{query}");
+    }
 }

@@ -1,6 +1,7 @@
 //! Real kubectl against three `skiff server` processes: every kubectl on this machine
-//! (`/usr/bin/kubectl` and `/usr/lib/google-cloud-sdk/bin/kubectl.1.*`); 1.27 and 1.33 are
-//! required under `SKIFF_E2E_REQUIRED=1`.
+//! (`/usr/bin/kubectl`, `/usr/lib/google-cloud-sdk/bin/kubectl.1.*` and kubectl 1.37 from
+//! PyPI, which `scripts/install-deps.sh` puts in `/opt/skiff/kubectl`); 1.27, 1.33 and 1.37
+//! are required under `SKIFF_E2E_REQUIRED=1`.
 
 #[path = "common/servers.rs"]
 #[allow(dead_code)]
@@ -24,7 +25,10 @@ fn cluster() -> &'static Servers {
 fn kubectls() -> Vec<(u32, PathBuf)> {
     let mut found: Vec<(u32, PathBuf)> = Vec::new();
     let mut candidates = vec![PathBuf::from("/usr/bin/kubectl")];
-    if let Ok(dir) = std::fs::read_dir("/usr/lib/google-cloud-sdk/bin") {
+    for dir in ["/usr/lib/google-cloud-sdk/bin", "/opt/skiff/kubectl"] {
+        let Ok(dir) = std::fs::read_dir(dir) else {
+            continue;
+        };
         let mut v: Vec<PathBuf> = dir
             .flatten()
             .map(|e| e.path())
@@ -57,7 +61,7 @@ fn kubectls() -> Vec<(u32, PathBuf)> {
     }
     found.sort();
     let required = std::env::var("SKIFF_E2E_REQUIRED").is_ok_and(|v| v == "1");
-    for need in [27, 33] {
+    for need in [27, 33, 37] {
         if !found.iter().any(|(m, _)| *m == need) {
             assert!(
                 !required,

@@ -1,10 +1,8 @@
 //! Resource requests: routing by method and path, then get, list, create, update, patch,
 //! delete and deletecollection over the store.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
-use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
@@ -13,153 +11,17 @@ use super::defaults;
 use super::object::{self, subject};
 use super::patch::{self, PatchType};
 use super::path::{self, Target};
-use super::resources::{Resource, Sub};
-use super::selectors::{labels_of, FieldSelector, LabelSelector};
-use super::services::{self, Writer};
+use super::request::list::{list_objects, ListRead, Listed};
+use super::request::write::{admit, guaranteed_update, WRITE_ATTEMPTS};
+use super::request::{respond, verb, Ctx, Query};
+use super::resources::Sub;
+use super::services;
 use super::state::ApiState;
 use super::status::ApiError;
 use super::subresources;
 use super::table;
-use super::validate::{self, FieldValidation};
 use super::watch;
 use crate::store::{Consistency, KeyValue, StoreError};
-
-/// Query parameters (last value wins, as upstream's decoder does for scalars).
-pub struct Query(HashMap<String, String>);
-
-impl Query {
-    pub fn parse(qs: &str) -> Self {
-        let pairs: Vec<(String, String)> = web::Query::<Vec<(String, String)>>::from_query(qs)
-            .map(|q| q.into_inner())
-            .unwrap_or_default();
-        Query(pairs.into_iter().collect())
-    }
-
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str)
-    }
-
-    pub fn flag(&self, k: &str) -> bool {
-        matches!(self.get(k), Some("true" | "1"))
-    }
-
-    pub fn dry_run(&self) -> bool {
-        self.get("dryRun") == Some("All")
-    }
-}
-
-/// Writes are retried this many times when they lose an optimistic-concurrency race that
-/// the client did not ask to detect (no resourceVersion precondition).
-const WRITE_ATTEMPTS: usize = 8;
-
-pub struct Ctx<'a> {
-    pub state: &'a ApiState,
-    pub req: &'a HttpRequest,
-    pub q: Query,
-    pub t: Target,
-}
-
-impl Ctx<'_> {
-    pub fn res(&self) -> &'static Resource {
-        self.t.res
-    }
-
-    pub fn ns(&self) -> Option<&str> {
-        self.t.namespace.as_deref()
-    }
-
-    pub fn name(&self) -> &str {
-        self.t.name.as_deref().unwrap_or("")
-    }
-
-    pub fn key(&self) -> String {
-        self.res().key(self.ns(), self.name())
-    }
-
-    pub fn wants_table(&self) -> bool {
-        self.req
-            .headers()
-            .get("accept")
-            .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.contains("as=Table"))
-    }
-
-    pub fn content_type(&self) -> Option<&str> {
-        self.req
-            .headers()
-            .get("content-type")
-            .and_then(|c| c.to_str().ok())
-    }
-
-    fn consistency(&self) -> Consistency {
-        match self.q.get("resourceVersion") {
-            Some("0") => Consistency::Local,
-            _ => Consistency::Linearizable,
-        }
-    }
-
-    pub fn store_err(&self, e: StoreError) -> ApiError {
-        ApiError::from_store(e, subject(self.res(), self.name()))
-    }
-
-    /// The stored object, or 404.
-    pub async fn load(&self) -> Result<(Value, KeyValue), ApiError> {
-        self.load_with(self.consistency()).await
-    }
-
-    async fn load_with(&self, consistency: Consistency) -> Result<(Value, KeyValue), ApiError> {
-        let kv = self
-            .state
-            .store
-            .get(&self.key(), consistency)
-            .await
-            .map_err(|e| self.store_err(e))?
-            .ok_or_else(|| ApiError::not_found(subject(self.res(), self.name())))?;
-        Ok((object::from_kv(&kv)?, kv))
-    }
-
-    /// The object to base a conditional write on. The first try reads this replica without a
-    /// ReadIndex round: the write is conditional on the read's revision, so a stale read only
-    /// costs a conflict and a second, linearizable try. Missing locally is asked again.
-    pub async fn load_for_write(&self, attempt: usize) -> Result<(Value, KeyValue), ApiError> {
-        if attempt == 0 {
-            match self.load_with(Consistency::Local).await {
-                Err(ApiError::NotFound { .. }) => {}
-                other => return other,
-            }
-        }
-        self.load_with(Consistency::Linearizable).await
-    }
-
-    /// Writes Services with their ClusterIP and NodePort allocations.
-    pub fn services(&self) -> Writer<'_> {
-        Writer {
-            store: &self.state.store,
-            net: &self.state.services,
-            dry_run: self.q.dry_run(),
-        }
-    }
-
-    fn field_validation(&self) -> Result<FieldValidation, ApiError> {
-        FieldValidation::parse(self.q.get("fieldValidation"))
-    }
-}
-
-/// The verb for metrics and routing.
-pub fn verb(method: &Method, t: &Target, q: &Query) -> &'static str {
-    match (method.as_str(), t.name.is_some()) {
-        ("GET", false) if q.flag("watch") => "watch",
-        ("GET", false) => "list",
-        ("GET", true) if q.flag("watch") => "watch",
-        ("GET", true) => "get",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", false) => "deletecollection",
-        ("DELETE", true) => "delete",
-        _ => "unknown",
-    }
-}
 
 pub async fn handle(ctx: &Ctx<'_>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let method = ctx.req.method().clone();
@@ -186,120 +48,18 @@ pub async fn handle(ctx: &Ctx<'_>, payload: web::Payload) -> Result<HttpResponse
     }
 }
 
-pub fn respond(ctx: &Ctx<'_>, code: u16, obj: Value, warnings: &[String]) -> HttpResponse {
-    let body = if ctx.wants_table() {
-        table::for_object(ctx.res(), &obj)
-    } else {
-        obj
-    };
-    let mut r = HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(code).unwrap_or(actix_web::http::StatusCode::OK),
-    );
-    for w in warnings {
-        r.append_header(("Warning", format!("299 - \"{}\"", w.replace('"', "'"))));
-    }
-    r.content_type("application/json").body(body.to_string())
-}
-
 async fn get(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let (obj, _) = ctx.load().await?;
     Ok(respond(ctx, 200, obj, &[]))
 }
 
-/// One listed object: its stored form, and the parsed form if selectors needed it.
-pub struct Listed {
-    pub kv: KeyValue,
-    pub obj: Option<Value>,
-}
-
-impl Listed {
-    pub fn object(&self) -> Result<Value, ApiError> {
-        match &self.obj {
-            Some(o) => Ok(o.clone()),
-            None => object::from_kv(&self.kv),
-        }
-    }
-
-    pub fn json(&self) -> Result<Vec<u8>, ApiError> {
-        match &self.obj {
-            Some(o) => serde_json::to_vec(o).map_err(|e| ApiError::Internal(e.to_string())),
-            None => object::kv_json(&self.kv, self.kv.mod_revision),
-        }
-    }
-}
-
-/// Matching objects of the target scope, the revision they were read at, and the continue
-/// token if `limit` cut the list. Objects are parsed only when a selector needs it.
-pub async fn list_objects(
-    ctx: &Ctx<'_>,
-    consistency: Consistency,
-) -> Result<(Vec<Listed>, u64, Option<String>), ApiError> {
-    let res = ctx.res();
-    let ls = LabelSelector::parse(ctx.q.get("labelSelector").unwrap_or(""))?;
-    let fs = FieldSelector::parse(ctx.q.get("fieldSelector").unwrap_or(""), res.kind)?;
-    let selecting = !ls.is_empty() || !fs.is_empty();
-    let limit: usize = match ctx.q.get("limit") {
-        None | Some("") => 0,
-        Some(l) => l
-            .parse()
-            .map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
-    };
-    let start_after = match ctx.q.get("continue") {
-        None | Some("") => None,
-        Some(token) => Some(decode_continue(token)?),
-    };
-    let page = ctx
-        .state
-        .store
-        .list(&res.scope_prefix(ctx.ns()), start_after, 0, consistency)
-        .await
-        .map_err(|e| ctx.store_err(e))?;
-    let mut items: Vec<Listed> = Vec::new();
-    let mut next = None;
-    for kv in page.kvs {
-        let obj = if selecting {
-            let obj = object::from_kv(&kv)?;
-            if !ls.matches(&labels_of(&obj)) || !fs.matches(&obj) {
-                continue;
-            }
-            Some(obj)
-        } else {
-            None
-        };
-        if limit > 0 && items.len() == limit {
-            next = items.last().map(|l| encode_continue(&l.kv.key));
-            break;
-        }
-        items.push(Listed { kv, obj });
-    }
-    Ok((items, page.revision, next))
-}
-
-fn encode_continue(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_continue(token: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::BadRequest(format!("invalid continue token {token:?}"));
-    if token.len() % 2 != 0 {
-        return Err(bad());
-    }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).map_err(|_| bad()))
-        .collect::<Result<Vec<u8>, _>>()?;
-    String::from_utf8(bytes).map_err(|_| bad())
-}
-
 async fn list(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
-    let (items, rev, next) = list_objects(ctx, ctx.consistency()).await?;
+    let page = list_objects(ctx, &ListRead::of_list(ctx)?).await?;
     let res = ctx.res();
-    let mut meta = json!({ "resourceVersion": rev.to_string() });
-    if let Some(n) = next {
-        meta["continue"] = json!(n);
-    }
+    let meta = page.list_meta();
     if ctx.wants_table() {
-        let objects = items
+        let objects = page
+            .items
             .iter()
             .map(Listed::object)
             .collect::<Result<Vec<_>, _>>()?;
@@ -312,6 +72,7 @@ async fn list(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let head =
         json!({ "kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": meta })
             .to_string();
+    let items = &page.items;
     let mut body = Vec::with_capacity(
         items.iter().map(|l| l.kv.value.len() + 32).sum::<usize>() + head.len() + 16,
     );
@@ -327,16 +88,6 @@ async fn list(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))
-}
-
-/// Defaults and validates `obj` for writing; returns warnings.
-pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
-    defaults::apply(ctx.res().kind, obj);
-    super::auth::rbac::admit(ctx, obj)?;
-    if ctx.res().kind == "Pod" {
-        defaults::pod_tolerations(obj, ctx.state.toleration_seconds);
-    }
-    validate::check(ctx.res(), obj, ctx.field_validation()?)
 }
 
 pub async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<HttpResponse, ApiError> {
@@ -388,105 +139,6 @@ pub async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<HttpResponse
 async fn create(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
     let obj = body::decode(ctx.content_type(), &bytes)?;
     create_object(ctx, obj).await
-}
-
-/// Whether writing `new` removes the object: it is being deleted (not gracefully) and its last
-/// finalizer is gone.
-fn removes(new: &Value) -> bool {
-    let finalizers_empty = new
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_none_or(|f| f.is_empty());
-    // A graceful deletion (a pod on a node) waits for its node agent, finalizers or not.
-    let graceful = new
-        .pointer("/metadata/deletionGracePeriodSeconds")
-        .and_then(Value::as_i64)
-        .is_some_and(|g| g > 0);
-    let deleting = !graceful
-        && new
-            .pointer("/metadata/deletionTimestamp")
-            .is_some_and(|v| !v.is_null());
-    deleting && finalizers_empty
-}
-
-/// Writes `new` over the stored object `old` read at `old_rev`; an object being deleted whose
-/// last finalizer is gone is removed instead. Returns what was written.
-pub async fn store_update(
-    ctx: &Ctx<'_>,
-    old: &Value,
-    mut new: Value,
-    old_rev: u64,
-) -> Result<Value, ApiError> {
-    if ctx.q.dry_run() {
-        return Ok(new);
-    }
-    let rev = if removes(&new) {
-        let (store, kind, key) = (&ctx.state.store, ctx.res().kind, ctx.key());
-        let gone = services::delete(store, kind, &key, Some(old_rev), old).await;
-        gone.map_err(|e| ctx.store_err(e))?
-    } else {
-        let bytes = object::to_bytes(&new)?;
-        let rev = ctx
-            .state
-            .store
-            .update(&ctx.key(), bytes, Some(old_rev))
-            .await;
-        rev.map_err(|e| ctx.store_err(e))?
-    };
-    object::set_rv(&mut new, rev);
-    Ok(new)
-}
-
-/// Read-modify-write with optimistic concurrency. `change` builds the new object from the
-/// current one; a precondition on resourceVersion (from the client) is never retried.
-pub async fn guaranteed_update<F>(
-    ctx: &Ctx<'_>,
-    status_only: bool,
-    mut change: F,
-) -> Result<(Value, Vec<String>), ApiError>
-where
-    F: FnMut(&Value) -> Result<(Value, bool), ApiError>,
-{
-    for attempt in 0..WRITE_ATTEMPTS {
-        let (old, kv) = ctx.load_for_write(attempt).await?;
-        let (mut new, precondition) = change(&old)?;
-        if precondition {
-            if let Some(rv) = object::client_rv(&new)? {
-                if rv != kv.mod_revision {
-                    if attempt == 0 {
-                        continue; // maybe only this replica's read was behind
-                    }
-                    return Err(ApiError::conflict(subject(ctx.res(), ctx.name())));
-                }
-            }
-        }
-        object::prepare_update(ctx.res(), &old, &mut new, status_only)?;
-        let service = ctx.res().kind == "Service" && !status_only;
-        if service {
-            services::prepare_update(&old, &mut new);
-        }
-        let warnings = if status_only {
-            Vec::new()
-        } else {
-            let warnings = admit(ctx, &mut new)?;
-            validate::check_update(ctx.res(), &old, &new)?;
-            warnings
-        };
-        let written = if service && !removes(&new) {
-            let (who, target) = (
-                subject(ctx.res(), ctx.name()),
-                services::Write::Update(ctx.key(), kv.mod_revision),
-            );
-            ctx.services().write(&who, Some(&old), new, target).await
-        } else {
-            store_update(ctx, &old, new, kv.mod_revision).await
-        };
-        match written {
-            Err(ApiError::Conflict { .. }) if !precondition || attempt == 0 => continue,
-            other => return other.map(|obj| (obj, warnings)),
-        }
-    }
-    Err(ApiError::conflict(subject(ctx.res(), ctx.name())))
 }
 
 async fn update(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
@@ -663,9 +315,9 @@ async fn delete(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiErr
 }
 
 async fn delete_collection(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
-    let (items, _, _) = list_objects(ctx, Consistency::Linearizable).await?;
+    let page = list_objects(ctx, &ListRead::current(Consistency::Linearizable)).await?;
     let mut deleted = Vec::new();
-    for item in items {
+    for item in page.items {
         let obj = item.object()?;
         let t = Target {
             res: ctx.res(),

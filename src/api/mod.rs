@@ -16,6 +16,7 @@ mod path;
 mod prometheus_sd;
 mod protobuf;
 mod proxy;
+mod request;
 mod resources;
 mod selectors;
 pub mod serviceaccounts;

@@ -7,8 +7,8 @@ use actix_web::HttpResponse;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::handlers::{respond, Ctx};
 use super::object;
+use super::request::{respond, Ctx};
 use super::resources::{self, RESOURCES};
 use super::status::ApiError;
 use crate::store::{Consistency, StoreClient, StoreError};

@@ -11,8 +11,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::debug;
 
-use super::handlers::{list_objects, Ctx, Listed, Query};
 use super::path::Target;
+use super::request::list::{list_objects, ListRead, Listed};
+use super::request::{Ctx, Query};
 use super::resources;
 use super::state::ApiState;
 use super::status::ApiError;
@@ -210,8 +211,8 @@ async fn list_all(
         },
     };
     // Linearizable, so a target created through any replica is listed by every replica.
-    let (items, _, _) = list_objects(&ctx, Consistency::Linearizable).await?;
-    items.iter().map(Listed::object).collect()
+    let page = list_objects(&ctx, &ListRead::current(Consistency::Linearizable)).await?;
+    page.items.iter().map(Listed::object).collect()
 }
 
 async fn discover(state: &ApiState, req: &HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -13,8 +13,8 @@ use tracing::warn;
 
 use super::auth::{UserInfo, SERVICE_ACCOUNT_PREFIX};
 use super::body;
-use super::handlers::Ctx;
 use super::object;
+use super::request::Ctx;
 use super::resources;
 use super::status::{ApiError, Cause, Subject};
 use crate::pki::jwt::{self, Claims, KubernetesClaims, Ref};

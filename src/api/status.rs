@@ -36,6 +36,14 @@ impl Cause {
         }
     }
 
+    pub fn forbidden(field: impl Into<String>, why: impl std::fmt::Display) -> Self {
+        Cause {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {why}"),
+        }
+    }
+
     pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Self {
         Cause {
             reason: "FieldValueDuplicate",
@@ -95,8 +103,16 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("{0}")]
-    Gone(String),
+    /// 410: the revision asked for left the store's history. A continued list gets a token
+    /// that goes on at the current state.
+    #[error("{message}")]
+    Expired {
+        message: String,
+        continue_token: Option<String>,
+    },
+    /// 504: a revision the store has not reached.
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooLargeResourceVersion { requested: u64, current: u64 },
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
@@ -122,7 +138,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
-            ApiError::Gone(_) => "Expired",
+            ApiError::Expired { .. } => "Expired",
+            ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::Unavailable(_) => "ServiceUnavailable",
             ApiError::TooManyRequests => "TooManyRequests",
@@ -141,7 +158,8 @@ impl ApiError {
             ApiError::Forbidden(_) => 403,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::UnsupportedMediaType(_) => 415,
-            ApiError::Gone(_) => 410,
+            ApiError::Expired { .. } => 410,
+            ApiError::TooLargeResourceVersion { .. } => 504,
             ApiError::TooLarge(_) => 413,
             ApiError::Unavailable(_) => 503,
             ApiError::TooManyRequests => 429,
@@ -227,10 +245,21 @@ impl ApiError {
             ApiError::TooManyRequests | ApiError::Unavailable(_) => {
                 Some(json!({ "retryAfterSeconds": 1 }))
             }
+            ApiError::TooLargeResourceVersion { .. } => Some(json!({
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": 1,
+            })),
             _ => None,
         };
         if let Some(d) = details {
             status["details"] = d;
+        }
+        if let ApiError::Expired {
+            continue_token: Some(t),
+            ..
+        } = self
+        {
+            status["metadata"] = json!({ "continue": t });
         }
         status
     }
@@ -244,9 +273,13 @@ impl ApiError {
             StoreError::Expired {
                 requested,
                 compacted,
-            } => ApiError::Gone(format!(
-                "too old resource version: {requested} ({compacted})"
-            )),
+            } => ApiError::Expired {
+                message: format!("too old resource version: {requested} ({compacted})"),
+                continue_token: None,
+            },
+            StoreError::FutureRevision { requested, current } => {
+                ApiError::TooLargeResourceVersion { requested, current }
+            }
             StoreError::Unavailable(m) | StoreError::ProposalDropped(m) => {
                 ApiError::Unavailable(format!("storage unavailable: {m}"))
             }
@@ -287,7 +320,12 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unavailable(_) | ApiError::TooManyRequests) {
+        if matches!(
+            self,
+            ApiError::Unavailable(_)
+                | ApiError::TooManyRequests
+                | ApiError::TooLargeResourceVersion { .. }
+        ) {
             r.insert_header(("Retry-After", "1"));
         }
         r.content_type("application/json")

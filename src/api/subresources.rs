@@ -5,10 +5,10 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::body;
-use super::handlers::{guaranteed_update, respond, Ctx};
 use super::object;
 use super::patch::{self, PatchType};
 use super::proxy;
+use super::request::{guaranteed_update, respond, Ctx};
 use super::resources::Sub;
 use super::status::ApiError;
 

@@ -1,6 +1,8 @@
 //! Watches: newline-delimited `WatchEvent`s from the local replica's event stream, with
 //! synthetic ADDED events for a watch without a resourceVersion, selector transitions as
-//! ADDED/DELETED, bookmarks, and `timeoutSeconds`.
+//! ADDED/DELETED, bookmarks, and `timeoutSeconds`. A watch-list (`sendInitialEvents=true`
+//! with `resourceVersionMatch=NotOlderThan`, as client-go's WatchListClient asks) gets the
+//! state as ADDED events and then a BOOKMARK annotated `k8s.io/initial-events-end`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -11,11 +13,12 @@ use prometheus::IntGauge;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::handlers::{list_objects, Ctx};
 use super::object;
+use super::request::list::{list_objects, parse_rv, ListRead};
+use super::request::Ctx;
 use super::resources::Resource;
 use super::selectors::{labels_of, FieldSelector, LabelSelector};
-use super::status::ApiError;
+use super::status::{ApiError, Cause};
 use super::table;
 use crate::store::{Consistency, Event, EventKind, WatchStream};
 
@@ -137,12 +140,68 @@ impl State {
 
     fn bookmark(&mut self) -> Bytes {
         self.next_bookmark = Instant::now() + BOOKMARK_EVERY;
-        let obj = json!({
-            "kind": self.res.kind,
-            "apiVersion": self.res.api_version(),
-            "metadata": {"resourceVersion": self.last_rv.to_string()},
-        });
-        self.line("BOOKMARK", &obj)
+        self.line("BOOKMARK", &bookmark(self.res, self.last_rv, false))
+    }
+}
+
+/// A BOOKMARK's object: the kind with only a resourceVersion, and for the end of a
+/// watch-list's initial events upstream's annotation.
+fn bookmark(res: &Resource, rv: u64, initial_events_end: bool) -> Value {
+    let mut meta = json!({ "resourceVersion": rv.to_string() });
+    if initial_events_end {
+        meta["annotations"] = json!({ INITIAL_EVENTS_END: "true" });
+    }
+    json!({ "kind": res.kind, "apiVersion": res.api_version(), "metadata": meta })
+}
+
+const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+
+/// `sendInitialEvents`, with upstream's `validateWatchOptions` of the options around it.
+fn send_initial_events(ctx: &Ctx<'_>) -> Result<Option<bool>, ApiError> {
+    let q = &ctx.q;
+    let send = match q.get("sendInitialEvents") {
+        None => None,
+        Some("true" | "1") => Some(true),
+        Some("false" | "0" | "") => Some(false),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid sendInitialEvents {other:?}: must be true or false"
+            )))
+        }
+    };
+    let matching = q.given("resourceVersionMatch");
+    let mut causes = Vec::new();
+    if send.is_some() && matching != Some("NotOlderThan") {
+        causes.push(Cause::forbidden(
+            "resourceVersionMatch",
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    if let Some(m) = matching {
+        if send.is_none() {
+            causes.push(Cause::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+        if m != "NotOlderThan" {
+            causes.push(Cause::not_supported(
+                "resourceVersionMatch",
+                format!("{m:?}"),
+                &["NotOlderThan"],
+            ));
+        }
+        if q.given("continue").is_some() {
+            causes.push(Cause::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+    }
+    if causes.is_empty() {
+        Ok(send)
+    } else {
+        Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", causes))
     }
 }
 
@@ -188,16 +247,27 @@ pub async fn serve(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         ),
     };
     let table = ctx.wants_table();
+    let bookmarks = ctx.q.flag("allowWatchBookmarks");
+    let send_initial = send_initial_events(ctx)?;
+    let rv = ctx.q.given("resourceVersion");
     let mut pending = VecDeque::new();
-    let after = match ctx.q.get("resourceVersion") {
-        None | Some("") | Some("0") => {
-            let consistency = if ctx.q.get("resourceVersion") == Some("0") {
-                Consistency::Local
-            } else {
-                Consistency::Linearizable
-            };
-            let (items, rev, _) = list_objects(ctx, consistency).await?;
-            for item in items.iter().filter(|l| filter.key_matches(&l.kv.key)) {
+    // The state first (ADDED events): a legacy watch from "now" or "any", or a watch-list.
+    let initial = match (send_initial, rv) {
+        (None, None | Some("0")) | (Some(true), _) => {
+            let mut read = ListRead::current(match rv {
+                Some("0") => Consistency::Local,
+                _ => Consistency::Linearizable,
+            });
+            if let (Some(true), Some(rv)) = (send_initial, rv.filter(|rv| *rv != "0")) {
+                read = read.not_older_than(parse_rv(rv)?);
+            }
+            Some(list_objects(ctx, &read).await?)
+        }
+        _ => None,
+    };
+    let after = match (&initial, rv) {
+        (Some(page), _) => {
+            for item in page.items.iter().filter(|l| filter.key_matches(&l.kv.key)) {
                 let line = if table {
                     let object = table::for_object(res, &item.object()?);
                     event_line("ADDED", object.to_string().as_bytes())
@@ -206,11 +276,20 @@ pub async fn serve(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
                 };
                 pending.push_back(line);
             }
-            rev
+            if send_initial == Some(true) && bookmarks {
+                let end = bookmark(res, page.revision, true);
+                pending.push_back(event_line("BOOKMARK", end.to_string().as_bytes()));
+            }
+            page.revision
         }
-        Some(rv) => rv
-            .parse()
-            .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
+        (None, Some(rv)) if rv != "0" => parse_rv(rv)?,
+        // sendInitialEvents=false without a version: from the current state on.
+        (None, _) => ctx
+            .state
+            .store
+            .revision(Consistency::Linearizable)
+            .await
+            .map_err(|e| ctx.store_err(e))?,
     };
     let events = ctx
         .state
@@ -232,7 +311,7 @@ pub async fn serve(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         pending,
         events,
         deadline: Instant::now() + timeout,
-        bookmarks: ctx.q.flag("allowWatchBookmarks"),
+        bookmarks,
         next_bookmark: Instant::now() + BOOKMARK_EVERY,
         last_rv: after,
         sent: ctx

@@ -34,6 +34,8 @@ pub struct ListResult {
     pub revision: u64,
     /// Pass as `start_after` to get the next page; `None` when this was the last one.
     pub continue_after: Option<String>,
+    /// Keys of the prefix after this page.
+    pub remaining: usize,
 }
 
 #[derive(Clone)]
@@ -175,16 +177,32 @@ impl StoreClient {
         limit: usize,
         consistency: Consistency,
     ) -> Result<ListResult, StoreError> {
+        self.list_at(prefix, start_after, limit, None, consistency)
+            .await
+    }
+
+    /// As `list`, with the keys as they were at revision `at` (`None`: now). `Expired` when
+    /// the retained history (`store.watch_history` events) no longer reaches back to `at`,
+    /// `FutureRevision` when the replica has not reached it.
+    pub async fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+        limit: usize,
+        at: Option<u64>,
+        consistency: Consistency,
+    ) -> Result<ListResult, StoreError> {
         let query = Query::List {
             prefix: prefix.into(),
             start_after,
             limit,
+            at,
         };
         let mut r = self.read(query, consistency).await?;
         if let Some(c) = &self.codec {
             c.decode_kvs(&mut r.kvs)?;
         }
-        let continue_after = if r.more {
+        let continue_after = if r.remaining > 0 {
             r.kvs.last().map(|kv| kv.key.clone())
         } else {
             None
@@ -193,6 +211,7 @@ impl StoreClient {
             kvs: r.kvs,
             revision: r.revision,
             continue_after,
+            remaining: r.remaining,
         })
     }
 
@@ -202,6 +221,7 @@ impl StoreClient {
             prefix: String::new(),
             start_after: None,
             limit: 1,
+            at: None,
         };
         Ok(self.read(query, consistency).await?.revision)
     }

@@ -17,6 +17,9 @@ pub enum StoreError {
     /// The requested revision is older than the retained history (Kubernetes: 410 Gone).
     #[error("revision {requested} has been compacted (history starts after {compacted})")]
     Expired { requested: u64, compacted: u64 },
+    /// A read at a revision this replica has not reached (Kubernetes: 504, ResourceVersionTooLarge).
+    #[error("revision {requested} is newer than the store's {current}")]
+    FutureRevision { requested: u64, current: u64 },
     /// The proposal was lost in a leader change; it was not applied and may be retried.
     #[error("proposal dropped: {0}")]
     ProposalDropped(String),

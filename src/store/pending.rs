@@ -105,6 +105,8 @@ pub enum Query {
         prefix: String,
         start_after: Option<String>,
         limit: usize,
+        /// Read the keys as they were at this revision (from the watch history); `None`: now.
+        at: Option<u64>,
     },
 }
 
@@ -113,8 +115,8 @@ pub enum Query {
 pub struct QueryResult {
     pub revision: u64,
     pub kvs: Vec<KeyValue>,
-    /// For lists: more keys follow the last one returned.
-    pub more: bool,
+    /// For lists: how many more keys follow the last one returned.
+    pub remaining: usize,
 }
 
 pub type ReadResult = Result<QueryResult, StoreError>;

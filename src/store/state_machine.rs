@@ -115,13 +115,13 @@ impl StateMachine {
     }
 
     /// Keys starting with `prefix`, strictly after `start_after` when given, at most `limit`
-    /// (0 = no limit). The flag tells whether more keys follow.
+    /// (0 = no limit), and how many more keys of the prefix follow.
     pub fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> (Vec<KeyValue>, bool) {
+    ) -> (Vec<KeyValue>, usize) {
         let lower = match start_after {
             Some(after) if after >= prefix => Bound::Excluded(after.to_string()),
             _ => Bound::Included(prefix.to_string()),
@@ -132,11 +132,29 @@ impl StateMachine {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, kv)| kv.clone());
         if limit == 0 {
-            return (iter.collect(), false);
+            return (iter.collect(), 0);
         }
         let items: Vec<KeyValue> = iter.by_ref().take(limit).collect();
-        let more = iter.next().is_some();
-        (items, more)
+        (items, iter.count())
+    }
+
+    /// This state as it was before `e` (the last event applied to the key) happened.
+    pub fn undo(&mut self, e: &Event) {
+        match (&e.kind, &e.prev) {
+            (_, Some(prev)) => {
+                self.kvs.insert(prev.key.clone(), prev.clone());
+            }
+            (EventKind::Put, None) => {
+                self.kvs.remove(&e.kv.key);
+            }
+            (EventKind::Delete, None) => {}
+        }
+    }
+
+    /// Sets the revision of a state rebuilt by `undo`.
+    pub fn rewound_to(mut self, revision: u64) -> Self {
+        self.revision = revision;
+        self
     }
 
     /// Applies `ops` atomically: either all succeed (one new revision) or none is applied and

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 
 use super::encryption::Codec;
 use super::error::StoreError;
-use super::state_machine::Event;
+use super::state_machine::{Event, StateMachine};
 
 /// Events buffered per watcher; a watcher that falls this far behind is closed and must
 /// watch again from the last revision it saw (as a Kubernetes client does after a timeout).
@@ -132,6 +132,32 @@ impl WatchHub {
         Ok(WatchStream::new(rx))
     }
 
+    /// The keys under `prefix` as they were at revision `at`: `current` with every later event
+    /// undone (the rest of the keyspace is left as it is now). `Expired` when the history no
+    /// longer reaches back to `at`.
+    pub fn rewind(
+        &self,
+        current: &StateMachine,
+        prefix: &str,
+        at: u64,
+    ) -> Result<StateMachine, StoreError> {
+        if at >= current.revision() {
+            return Ok(current.clone());
+        }
+        if at < self.compacted {
+            return Err(StoreError::Expired {
+                requested: at,
+                compacted: self.compacted,
+            });
+        }
+        let mut past = current.clone();
+        let later = self.history.iter().rev().take_while(|e| e.revision() > at);
+        for e in later.filter(|e| e.kv.key.starts_with(prefix)) {
+            past.undo(e);
+        }
+        Ok(past.rewound_to(at))
+    }
+
     /// Records applied events and fans them out; closes watchers that are gone or too slow.
     pub fn publish(&mut self, events: Vec<Event>) {
         if events.is_empty() {
@@ -192,6 +218,63 @@ mod tests {
             },
             prev: None,
         }
+    }
+
+    #[test]
+    fn rewind_undoes_later_writes_under_the_prefix_only() {
+        use crate::store::state_machine::StateMachine;
+        use crate::store::Op;
+        let mut sm = StateMachine::default();
+        let mut hub = WatchHub::new(100, 0);
+        let put = |k: &str, v: &str| Op::Create {
+            key: k.into(),
+            value: v.into(),
+        };
+        let mut apply = |sm: &mut StateMachine, ops: &[Op]| {
+            let mut ev = Vec::new();
+            sm.apply(ops, &mut ev).expect("apply");
+            hub.publish(ev);
+        };
+        apply(&mut sm, &[put("/a/1", "one"), put("/b/1", "other")]);
+        apply(&mut sm, &[put("/a/2", "two")]);
+        let at = sm.revision();
+        apply(
+            &mut sm,
+            &[Op::Update {
+                key: "/a/1".into(),
+                value: b"changed".to_vec(),
+                expected_mod_revision: None,
+            }],
+        );
+        apply(
+            &mut sm,
+            &[Op::Delete {
+                key: "/a/2".into(),
+                expected_mod_revision: None,
+            }],
+        );
+        apply(&mut sm, &[put("/a/3", "three"), put("/b/2", "later")]);
+        let past = hub.rewind(&sm, "/a/", at).expect("in history");
+        assert_eq!(past.revision(), at);
+        let (kvs, _) = past.list("/a/", None, 0);
+        let got: Vec<(&str, &[u8], u64)> = kvs
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision))
+            .collect();
+        assert_eq!(
+            got,
+            [("/a/1", &b"one"[..], 1), ("/a/2", &b"two"[..], 2)],
+            "the prefix as it was"
+        );
+        let (now, remaining) = sm.list("/a/", None, 1);
+        assert_eq!((now[0].value.as_slice(), remaining), (&b"changed"[..], 1));
+        let mut small = WatchHub::new(1, 0);
+        small.publish(vec![event("/a/1", b"x".to_vec(), 1)]);
+        small.publish(vec![event("/a/1", b"y".to_vec(), 2)]);
+        assert!(matches!(
+            small.rewind(&sm, "/a/", 0),
+            Err(StoreError::Expired { .. })
+        ));
     }
 
     #[tokio::test]

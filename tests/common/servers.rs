@@ -236,6 +236,13 @@ impl Servers {
         tls::admin_client(&self.data_dir(i), &self.url(i))
     }
 
+    /// `GET path` on server `i` as the admin, without a client's retries: (status, JSON body).
+    pub fn get(&self, i: usize, path: &str) -> (u16, serde_json::Value) {
+        let (code, body) = tls::get(self.nodes[i].api, path, Some(&self.admin_token()))
+            .unwrap_or_else(|| panic!("GET {path} on server {i}: no answer"));
+        (code, serde_json::from_str(&body).unwrap_or_default())
+    }
+
     /// Server `i`'s Prometheus metrics (from its API port, as the admin); empty when down.
     pub fn metrics(&self, i: usize) -> String {
         tls::get(self.nodes[i].api, "/metrics", Some(&self.admin_token()))

@@ -922,7 +922,7 @@ pub fn check_escalation(
 /// Admission of a Role, ClusterRole, RoleBinding or ClusterRoleBinding about to be written
 /// (create, update, patch): upstream's defaults, then `check_escalation` for the requester.
 pub fn admit(
-    ctx: &crate::api::handlers::Ctx<'_>,
+    ctx: &crate::api::request::Ctx<'_>,
     obj: &mut Value,
 ) -> Result<(), crate::api::status::ApiError> {
     let kind = ctx.res().kind;

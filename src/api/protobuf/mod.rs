@@ -16,6 +16,15 @@ use super::status::ApiError;
 use wire::{Reader, WireValue};
 
 const MAGIC: &[u8; 4] = b"k8s\0";
+/// Kinds of meta.k8s.io that clients send with the version of the group they talk to.
+const META_KINDS: &[&str] = &[
+    "DeleteOptions",
+    "CreateOptions",
+    "UpdateOptions",
+    "PatchOptions",
+    "GetOptions",
+    "ListOptions",
+];
 /// Nested messages deeper than this are refused (the API types nest far less).
 const MAX_DEPTH: usize = 64;
 
@@ -181,6 +190,13 @@ pub fn decode(bytes: &[u8]) -> Result<Value, ApiError> {
         return Err(bad("content encodings are not supported"));
     }
     let name = message_name(api_version, kind);
+    // Option kinds (DeleteOptions, ...) are meta.k8s.io's, sent under any group's version.
+    let meta = format!("apimachinery.pkg.apis.meta.v1.{kind}");
+    let name = if !schema().contains_key(&name) && META_KINDS.contains(&kind) {
+        meta
+    } else {
+        name
+    };
     if !schema().contains_key(&name) {
         return Err(ApiError::UnsupportedMediaType(format!(
             "protobuf bodies of {kind} ({api_version}) are not supported; send JSON"
@@ -425,6 +441,19 @@ mod tests {
             obj,
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "labels": {"app": "web"}}, "data": {"greeting": "hello"}})
         );
+    }
+
+    #[test]
+    fn delete_options_come_under_any_group_version() {
+        // kubectl drain (1.32) deletes pods with DeleteOptions of "v1"; others send "apps/v1".
+        for api_version in ["v1", "apps/v1", "meta.k8s.io/v1"] {
+            let opts = [int_field(1, 0), field(4, b"Background")].concat();
+            let type_meta = [field(1, api_version.as_bytes()), field(2, b"DeleteOptions")].concat();
+            let unknown = [field(1, &type_meta), field(2, &opts)].concat();
+            let obj = decode(&[b"k8s\0".to_vec(), unknown].concat()).expect(api_version);
+            assert_eq!(obj["gracePeriodSeconds"], 0, "{api_version}");
+            assert_eq!(obj["propagationPolicy"], "Background");
+        }
     }
 
     #[test]

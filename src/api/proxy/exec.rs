@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::super::handlers::Ctx;
+use super::super::request::Ctx;
 use super::super::status::ApiError;
 use crate::node::server::channel::{self, Outcome, Protocol};
 

@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use serde_json::Value;
 
-use super::super::handlers::Ctx;
+use super::super::request::Ctx;
 use super::super::status::ApiError;
 use super::KubeletTls;
 

@@ -14,8 +14,8 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::handlers::Ctx;
 use super::object::{self, subject};
+use super::request::Ctx;
 use super::resources;
 use super::status::ApiError;
 use crate::store::Consistency;

@@ -256,27 +256,42 @@ impl RaftNode {
         Ok((seq, term))
     }
 
-    fn query(&self, q: &Query) -> QueryResult {
+    fn query(&self, q: &Query) -> ReadResult {
         let revision = self.sm.revision();
-        match q {
+        Ok(match q {
             Query::Get { key } => QueryResult {
                 revision,
                 kvs: self.sm.get(key).cloned().into_iter().collect(),
-                more: false,
+                remaining: 0,
             },
             Query::List {
                 prefix,
                 start_after,
                 limit,
+                at,
             } => {
-                let (kvs, more) = self.sm.list(prefix, start_after.as_deref(), *limit);
+                let past;
+                let sm = match *at {
+                    Some(at) if at > revision => {
+                        return Err(StoreError::FutureRevision {
+                            requested: at,
+                            current: revision,
+                        })
+                    }
+                    Some(at) if at < revision => {
+                        past = self.hub.rewind(&self.sm, prefix, at)?;
+                        &past
+                    }
+                    _ => &self.sm,
+                };
+                let (kvs, remaining) = sm.list(prefix, start_after.as_deref(), *limit);
                 QueryResult {
-                    revision,
+                    revision: sm.revision(),
                     kvs,
-                    more,
+                    remaining,
                 }
             }
-        }
+        })
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -296,7 +311,7 @@ impl RaftNode {
         }
         for r in self.reads.take_servable(self.applied) {
             let answer = self.query(&r.query);
-            r.answer(Ok(answer));
+            r.answer(answer);
         }
         if let Err(e) = result {
             self.fatal(ctx, e);
@@ -388,7 +403,7 @@ impl Handler<Read> for RaftNode {
 
     fn handle(&mut self, msg: Read, ctx: &mut Context<Self>) -> Self::Result {
         if !msg.linearizable {
-            let r = Ok(self.query(&msg.query));
+            let r = self.query(&msg.query);
             return Box::pin(async move { r });
         }
         let (tx, rx) = oneshot::channel();
