@@ -8,6 +8,7 @@ pub mod controllers;
 pub mod dns;
 pub mod fuzz_targets;
 pub mod ingress;
+pub mod k8s;
 pub mod lab;
 pub mod metrics;
 pub mod node;

@@ -176,6 +176,97 @@ fn samples() -> Vec<Sample> {
             true,
             json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.244.1.2"]}], "ports": [{"port": 80}]}),
         ),
+        (
+            "rbac.authorization.k8s.io",
+            "Role",
+            "roles",
+            true,
+            json!({"rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]}),
+        ),
+        (
+            "rbac.authorization.k8s.io",
+            "ClusterRole",
+            "clusterroles",
+            false,
+            json!({"rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]}),
+        ),
+        (
+            "rbac.authorization.k8s.io",
+            "RoleBinding",
+            "rolebindings",
+            true,
+            json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "User", "name": "u"}]}),
+        ),
+        (
+            "rbac.authorization.k8s.io",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+            json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "User", "name": "u"}]}),
+        ),
+        (
+            "storage.k8s.io",
+            "StorageClass",
+            "storageclasses",
+            false,
+            json!({"provisioner": "example.com/none"}),
+        ),
+        (
+            "",
+            "PersistentVolume",
+            "persistentvolumes",
+            false,
+            json!({"spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/tmp/pv"}, "storageClassName": "none"}}),
+        ),
+        (
+            "",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            true,
+            json!({"spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "none", "resources": {"requests": {"storage": "1Gi"}}}}),
+        ),
+        (
+            "",
+            "PodTemplate",
+            "podtemplates",
+            true,
+            json!({"template": pod_template()}),
+        ),
+        (
+            "",
+            "ReplicationController",
+            "replicationcontrollers",
+            true,
+            json!({"spec": {"replicas": 0, "selector": {"app": "x"}, "template": pod_template()}}),
+        ),
+        (
+            "storage.k8s.io",
+            "CSIDriver",
+            "csidrivers",
+            false,
+            json!({"spec": {}}),
+        ),
+        (
+            "storage.k8s.io",
+            "CSINode",
+            "csinodes",
+            false,
+            json!({"spec": {"drivers": []}}),
+        ),
+        (
+            "storage.k8s.io",
+            "CSIStorageCapacity",
+            "csistoragecapacities",
+            true,
+            json!({"storageClassName": "local-path", "capacity": "1Gi"}),
+        ),
+        (
+            "storage.k8s.io",
+            "VolumeAttachment",
+            "volumeattachments",
+            false,
+            json!({"spec": {"attacher": "x", "nodeName": "n1", "source": {"persistentVolumeName": "pv"}}}),
+        ),
     ]
 }
 
@@ -183,6 +274,22 @@ fn samples() -> Vec<Sample> {
 async fn crud_of_every_kind_with_conflicts_on_stale_updates() {
     let client = cluster().client(0);
     namespace(&client, "crud").await;
+    // Every kind discovery lists with a list verb has a sample here.
+    let discovery = kube::discovery::Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery");
+    let sampled: Vec<&str> = samples().iter().map(|s| s.2).collect();
+    let mut missing = Vec::new();
+    for group in discovery.groups() {
+        for (ar, caps) in group.recommended_resources() {
+            let listed = caps.supports_operation(kube::discovery::verbs::LIST);
+            if listed && !sampled.contains(&ar.plural.as_str()) {
+                missing.push(format!("{}.{}", ar.plural, ar.group));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "no CRUD sample for {missing:?}");
     for (group, kind, plural, namespaced, body) in samples() {
         let gvk = GroupVersionKind::gvk(group, "v1", kind);
         let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
@@ -299,7 +406,17 @@ async fn crud_of_every_kind_with_conflicts_on_stale_updates() {
         api.delete(&name, &DeleteParams::default())
             .await
             .unwrap_or_else(|e| panic!("delete {kind}: {e}"));
-        let gone = api.get(&name).await.expect_err("gone");
+        // Finalizers (a claim's protection) hold an object a little longer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let gone = loop {
+            match api.get(&name).await {
+                Err(e) => break e,
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Ok(o) => panic!("{kind} still there: {o:?}"),
+            }
+        };
         assert_eq!(code(gone), (404, "NotFound".into()), "{kind}");
     }
 }
@@ -1104,4 +1221,234 @@ async fn watch_list_sends_the_state_then_the_initial_events_end_bookmark() {
         let got = raw(&client, "GET", &path, "application/json", Vec::new()).await;
         assert_eq!(got, (422, "Invalid".to_string()), "{query}");
     }
+}
+
+/// The 422 message of a refused write, or a panic naming what was allowed.
+fn invalid<T: std::fmt::Debug>(what: &str, r: kube::Result<T>) -> String {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 422 && s.reason == "Invalid" => s.message,
+        other => panic!("{what}: expected 422 Invalid, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_may_not_change_what_upstream_fixes_at_creation() {
+    let client = cluster().client(0);
+    namespace(&client, "fixed").await;
+    let pp = PostParams::default();
+    let merge = |v: Value| Patch::Merge(v);
+    let patch = PatchParams::default();
+    let dyn_api = |group: &str, kind: &str, plural: &str| {
+        let gvk = GroupVersionKind::gvk(group, "v1", kind);
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            "fixed",
+            &ApiResource::from_gvk_with_plural(&gvk, plural),
+        )
+    };
+    let create = |api: &Api<DynamicObject>, body: Value| {
+        let api = api.clone();
+        async move {
+            let obj: DynamicObject = serde_json::from_value(body).expect("object");
+            api.create(&PostParams::default(), &obj)
+                .await
+                .expect("create")
+        }
+    };
+    let template = json!({"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}});
+
+    // Pods: the spec but images, deadlines and added tolerations.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "fixed");
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}),
+    )
+    .expect("pod");
+    pods.create(&pp, &p).await.expect("pod");
+    // (A strategic merge, as `kubectl set image`: a JSON merge would replace the list and
+    // drop the token mount the pod got on admission, which is a change upstream refuses.)
+    pods.patch(
+        "p",
+        &patch,
+        &Patch::Strategic(
+            json!({"spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]}}),
+        ),
+    )
+    .await
+    .expect("an image may change");
+    let msg = invalid(
+        "pod volume",
+        pods.patch(
+            "p",
+            &patch,
+            &Patch::Strategic(json!({"spec": {"volumes": [{"name": "v", "emptyDir": {}}]}})),
+        )
+        .await,
+    );
+    assert!(msg.starts_with("Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`"), "{msg}");
+
+    // Deployment, ReplicaSet, DaemonSet, Job selectors.
+    for (group, kind, plural) in [
+        ("apps", "Deployment", "deployments"),
+        ("apps", "ReplicaSet", "replicasets"),
+        ("apps", "DaemonSet", "daemonsets"),
+    ] {
+        let api = dyn_api(group, kind, plural);
+        let body = json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "w"}, "spec": {"selector": {"matchLabels": {"app": "a"}}, "template": template}});
+        create(&api, body).await;
+        let msg = invalid(
+            kind,
+            api.patch(
+                "w",
+                &patch,
+                &merge(json!({"spec": {"selector": {"matchLabels": {"app": "b"}}, "template": {"metadata": {"labels": {"app": "b"}}}}})),
+            )
+            .await,
+        );
+        assert!(
+            msg.contains(
+                r#"spec.selector: Invalid value: {"matchLabels":{"app":"b"}}: field is immutable"#
+            ),
+            "{kind}: {msg}"
+        );
+    }
+
+    // StatefulSet: only replicas, ordinals, template, strategy, history, retention, minReady.
+    let sts = dyn_api("apps", "StatefulSet", "statefulsets");
+    create(&sts, json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s"}, "spec": {"serviceName": "s", "selector": {"matchLabels": {"app": "a"}}, "template": template}})).await;
+    sts.patch("s", &patch, &merge(json!({"spec": {"replicas": 3}})))
+        .await
+        .expect("replicas change");
+    let msg = invalid(
+        "statefulset serviceName",
+        sts.patch(
+            "s",
+            &patch,
+            &merge(json!({"spec": {"serviceName": "other"}})),
+        )
+        .await,
+    );
+    assert!(msg.ends_with("spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"), "{msg}");
+
+    // Job: the template once created (not suspended).
+    let jobs = dyn_api("batch", "Job", "jobs");
+    create(&jobs, json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1.36"}]}}}})).await;
+    let msg = invalid(
+        "job template",
+        jobs.patch(
+            "j",
+            &patch,
+            &merge(json!({"spec": {"template": {"spec": {"activeDeadlineSeconds": 5}}}})),
+        )
+        .await,
+    );
+    assert!(
+        msg.contains("spec.template: Invalid value: ") && msg.ends_with("field is immutable"),
+        "{msg}"
+    );
+
+    // A claim's spec but its storage request (when bound).
+    let claims = dyn_api("", "PersistentVolumeClaim", "persistentvolumeclaims");
+    create(&claims, json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"}, "spec": {"storageClassName": "none", "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})).await;
+    let msg = invalid(
+        "claim access modes",
+        claims
+            .patch(
+                "c",
+                &patch,
+                &merge(json!({"spec": {"accessModes": ["ReadWriteMany"]}})),
+            )
+            .await,
+    );
+    assert!(msg.contains("spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"), "{msg}");
+
+    // Immutable ConfigMaps and Secrets; a Secret's type.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "fixed");
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "frozen"}, "data": {"a": "1"}, "immutable": true}),
+    )
+    .expect("cm");
+    cms.create(&pp, &cm).await.expect("immutable config map");
+    let msg = invalid(
+        "immutable data",
+        cms.patch("frozen", &patch, &merge(json!({"data": {"a": "2"}})))
+            .await,
+    );
+    assert_eq!(
+        msg,
+        "ConfigMap \"frozen\" is invalid: data: Forbidden: field is immutable when `immutable` is set"
+    );
+    cms.patch(
+        "frozen",
+        &patch,
+        &merge(json!({"metadata": {"labels": {"still": "labels"}}})),
+    )
+    .await
+    .expect("labels change");
+    let secrets = dyn_api("", "Secret", "secrets");
+    create(&secrets, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "type": "Opaque", "stringData": {"a": "1"}, "immutable": true})).await;
+    let msg = invalid(
+        "secret",
+        secrets
+            .patch(
+                "s",
+                &patch,
+                &merge(json!({"stringData": {"a": "2"}, "immutable": false})),
+            )
+            .await,
+    );
+    assert!(
+        msg.contains("immutable: Forbidden: field is immutable when `immutable` is set")
+            && msg.contains("data: Forbidden: field is immutable when `immutable` is set"),
+        "{msg}"
+    );
+    let msg = invalid(
+        "secret type",
+        secrets
+            .patch(
+                "s",
+                &patch,
+                &merge(json!({"type": "kubernetes.io/basic-auth"})),
+            )
+            .await,
+    );
+    assert!(
+        msg.contains(r#"type: Invalid value: "kubernetes.io/basic-auth": field is immutable"#),
+        "{msg}"
+    );
+
+    // A Service's allocated address.
+    let svcs = dyn_api("", "Service", "services");
+    let svc = create(&svcs, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}})).await;
+    let ip = svc.data["spec"]["clusterIP"]
+        .as_str()
+        .expect("allocated")
+        .to_string();
+    let other = if ip.ends_with(".200") {
+        "10.96.0.201"
+    } else {
+        "10.96.0.200"
+    };
+    let msg = invalid(
+        "cluster IP",
+        svcs.patch(
+            "web",
+            &patch,
+            &merge(json!({"spec": {"clusterIP": other, "clusterIPs": [other]}})),
+        )
+        .await,
+    );
+    assert!(
+        msg.contains(&format!(
+            "spec.clusterIPs[0]: Invalid value: [\"{other}\"]: may not change once set"
+        )),
+        "{msg}"
+    );
+    // Metadata: the uid of a PUT body must be the stored one.
+    let mut stale = cms.get("frozen").await.expect("get");
+    stale.metadata.uid = Some("someone-else".into());
+    let msg = invalid("uid", cms.replace("frozen", &pp, &stale).await);
+    assert!(
+        msg.contains(r#"metadata.uid: Invalid value: "someone-else": field is immutable"#),
+        "{msg}"
+    );
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use fake_nodes::FakeNodes;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -202,6 +202,56 @@ async fn deployment_creates_one_replicaset_and_spreads_pods_over_nodes() {
             crowded[0]
         );
     }
+
+    // A ReplicationController is kept the same way; its selector defaults to the labels.
+    e.namespace("legacy").await;
+    let rc = e.servers.dir.path().join("rc.yaml");
+    std::fs::write(
+        &rc,
+        "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: old}\nspec:\n  replicas: 2\n  template:\n    metadata: {labels: {app: old}}\n    spec:\n      containers: [{name: c, image: busybox:1.36}]\n",
+    )
+    .expect("manifest");
+    e.ok(&["apply", "-n", "legacy", "-f", rc.to_str().expect("utf-8")]);
+    let running = |want: usize| {
+        let e = &e;
+        move || async move {
+            let pods: Vec<Pod> = e.pods("legacy").await.into_iter().filter(active).collect();
+            pods.len() == want
+                && pods.iter().all(|p| {
+                    p.metadata.owner_references.iter().flatten().any(|o| {
+                        o.kind == "ReplicationController"
+                            && o.name == "old"
+                            && o.controller == Some(true)
+                    })
+                })
+        }
+    };
+    until(
+        Duration::from_secs(30),
+        "2 pods of the ReplicationController",
+        running(2),
+    )
+    .await;
+    e.ok(&["scale", "rc/old", "--replicas=3", "-n", "legacy"]);
+    until(
+        Duration::from_secs(30),
+        "3 pods after the scale",
+        running(3),
+    )
+    .await;
+    until(Duration::from_secs(30), "its status", || async {
+        let (_, out) = e.kubectl(&[
+            "get",
+            "rc",
+            "old",
+            "-n",
+            "legacy",
+            "-o",
+            "jsonpath={.spec.selector.app} {.status.readyReplicas}",
+        ]);
+        out == "old 3"
+    })
+    .await;
 }
 
 /// Watches the pods of a namespace and records the extremes of (active, ready) pods.
@@ -524,6 +574,26 @@ async fn cascading_deletion_background_foreground_and_orphan() {
             .filter(|p| p.name_any().starts_with(&format!("{prefix}-")))
             .count()
     };
+    // Any kind may be owned: a ConfigMap owned by a Deployment and a Secret owned by that
+    // ConfigMap go with it.
+    let bg = e.deployment("gc", "bg").await;
+    let cms: Api<ConfigMap> = Api::namespaced(e.client.clone(), "gc");
+    let owner = |kind: &str, api_version: &str, name: &str, uid: Option<String>| json!([{"apiVersion": api_version, "kind": kind, "name": name, "uid": uid.unwrap_or_default()}]);
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "owned",
+        "ownerReferences": owner("Deployment", "apps/v1", "bg", bg.metadata.uid.clone())}}))
+    .expect("cm");
+    let cm = cms
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("owned config map");
+    let secrets: Api<Secret> = Api::namespaced(e.client.clone(), "gc");
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "owned-too",
+        "ownerReferences": owner("ConfigMap", "v1", "owned", cm.metadata.uid.clone())}}))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("owned secret");
     e.ok(&["delete", "deploy", "bg", "-n", "gc", "--wait=false"]);
     e.ok(&["delete", "deploy", "fg", "-n", "gc", "--cascade=foreground"]);
     e.ok(&["delete", "deploy", "orphan", "-n", "gc", "--cascade=orphan"]);
@@ -550,6 +620,84 @@ async fn cascading_deletion_background_foreground_and_orphan() {
         "and has no owner"
     );
     assert_eq!(owned_by(&e.pods("gc").await, "orphan"), 2, "with its pods");
+    until(
+        Duration::from_secs(30),
+        "the owned ConfigMap and the Secret it owns collected",
+        || async {
+            cms.get_opt("owned").await.ok().flatten().is_none()
+                && secrets.get_opt("owned-too").await.ok().flatten().is_none()
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_deletion_empties_it_and_waits_for_finalizers() {
+    let e = env(&[("node-a", "4")]).await;
+    e.namespace("doomed").await;
+    e.deploy("doomed", "web", "busybox", 2).await;
+    e.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "--tcp=80:8080",
+        "-n",
+        "doomed",
+    ]);
+    let cms: Api<ConfigMap> = Api::namespaced(e.client.clone(), "doomed");
+    let held: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+    )
+    .expect("cm");
+    cms.create(&PostParams::default(), &held)
+        .await
+        .expect("held");
+    e.ok(&["delete", "namespace", "doomed", "--wait=false"]);
+    let namespaces: Api<Namespace> = Api::all(e.client.clone());
+    let condition = |ns: &Namespace, t: &str| {
+        ns.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == t))
+            .map(|c| (c.status.clone(), c.message.clone().unwrap_or_default()))
+    };
+    until(
+        Duration::from_secs(45),
+        "everything but the finalized ConfigMap gone, and the conditions saying so",
+        || async {
+            let Ok(ns) = namespaces.get("doomed").await else {
+                return false;
+            };
+            let pods = e.pods("doomed").await;
+            let left = cms.list(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0);
+            ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+                && pods.is_empty()
+                && left == 1
+                && condition(&ns, "NamespaceFinalizersRemaining").is_some_and(|(st, msg)| {
+                    st == "True"
+                        && msg == "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+                })
+                && condition(&ns, "NamespaceContentRemaining").is_some_and(|(st, msg)| {
+                    st == "True" && msg.contains("configmaps. has 1 resource instances")
+                })
+        },
+    )
+    .await;
+    // New content is refused while it terminates.
+    let (created, out) = e.kubectl(&["create", "configmap", "late", "-n", "doomed"]);
+    assert!(!created && out.contains("being terminated"), "{out}");
+    cms.patch(
+        "held",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release the finalizer");
+    until(Duration::from_secs(30), "the namespace gone", || async {
+        namespaces.get_opt("doomed").await.ok().flatten().is_none()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

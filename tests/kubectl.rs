@@ -3,6 +3,8 @@
 //! PyPI, which `scripts/install-deps.sh` puts in `/opt/skiff/kubectl`); 1.27, 1.33 and 1.37
 //! are required under `SKIFF_E2E_REQUIRED=1`.
 
+#[path = "common/fake_nodes.rs"]
+mod fake_nodes;
 #[path = "common/servers.rs"]
 #[allow(dead_code)]
 mod servers;
@@ -19,6 +21,37 @@ use servers::Servers;
 fn cluster() -> &'static Servers {
     static CLUSTER: OnceLock<Servers> = OnceLock::new();
     CLUSTER.get_or_init(|| Servers::start(3, ""))
+}
+
+/// Stand-in node agents for the cluster (their pods run at once): `fake-a`, `fake-b` and one
+/// node per kubectl version to drain, `drain-<minor>`. Started once; they live as long as
+/// the test process.
+fn nodes() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let nodes = fake_nodes::FakeNodes::start(cluster().client(0)).await;
+                for n in ["fake-a", "fake-b"] {
+                    nodes.add(n, "16", &[], serde_json::json!([])).await;
+                }
+                // Only the drain test's pods (which tolerate it) go to the drain nodes.
+                let taint =
+                    serde_json::json!([{"key": "drain", "value": "test", "effect": "NoSchedule"}]);
+                for (m, _) in kubectls() {
+                    nodes
+                        .add(&format!("drain-{m}"), "16", &[], taint.clone())
+                        .await;
+                }
+                let _ = tx.send(());
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("fake nodes registered");
+    });
 }
 
 /// (minor version, binary) of every kubectl found, once per minor.
@@ -129,6 +162,21 @@ impl Kubectl {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl with `env` set; (success, stdout + stderr).
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+        let out = self
+            .cmd(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run kubectl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
     }
 
     fn fails(&self, args: &[&str]) -> String {
@@ -562,4 +610,280 @@ fn create_subcommands_and_namespace_deletion() {
             k.minor
         );
     }
+}
+
+/// Every kubectl at once, each in its own thread (the scenarios wait on the cluster, not
+/// on the CPU).
+fn each_kubectl(scenario: &str, f: impl Fn(&Kubectl) + Sync) {
+    let all = Kubectl::all(scenario);
+    std::thread::scope(|s| {
+        for k in &all {
+            let f = &f;
+            s.spawn(move || f(k));
+        }
+    });
+}
+
+#[test]
+fn rollout_status_wait_and_drain() {
+    nodes();
+    each_kubectl("roll", |k| {
+        let drain_node = format!("drain-{}", k.minor);
+        let manifest = format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: roll
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: roll}}
+  template:
+    metadata:
+      labels: {{app: roll}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: {drain_node}}}
+      tolerations: [{{key: drain, operator: Exists, effect: NoSchedule}}]
+      containers:
+      - name: c
+        image: busybox:1.36
+"#
+        );
+        k.apply(&manifest, &[]);
+        let out = k.ok(&["rollout", "status", "deployment/roll", "--timeout=90s"]);
+        assert!(
+            out.contains("successfully rolled out"),
+            "kubectl 1.{}: {out}",
+            k.minor
+        );
+        k.ok(&["set", "image", "deployment/roll", "c=busybox:1.37"]);
+        let out = k.ok(&["rollout", "status", "deployment/roll", "--timeout=90s"]);
+        assert!(
+            out.contains("successfully rolled out"),
+            "kubectl 1.{}: {out}",
+            k.minor
+        );
+        k.ok(&[
+            "wait",
+            "--for=condition=Available",
+            "deployment/roll",
+            "--timeout=60s",
+        ]);
+        let history = k.ok(&["rollout", "history", "deployment/roll"]);
+        assert!(history.contains('2'), "kubectl 1.{}: {history}", k.minor);
+        // Drain: the node is cordoned and its pods deleted (no eviction API: plain deletes).
+        let before = k.ok(&["get", "pods", "-o", "name"]);
+        assert!(
+            !before.trim().is_empty(),
+            "kubectl 1.{}: no pods to drain",
+            k.minor
+        );
+        let (ok, out) = k.run_env(
+            &[
+                "drain",
+                &drain_node,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                "--timeout=90s",
+            ],
+            &[],
+        );
+        assert!(ok, "kubectl 1.{} drain: {out}", k.minor);
+        assert!(out.contains("drained"), "kubectl 1.{}: {out}", k.minor);
+        let node = k.ok(&[
+            "get",
+            "node",
+            &drain_node,
+            "-o",
+            "jsonpath={.spec.unschedulable}",
+        ]);
+        assert_eq!(node, "true", "kubectl 1.{}", k.minor);
+        // The drained pods are gone (their replacements wait: the node is cordoned).
+        let after = k.ok(&["get", "pods", "-o", "name"]);
+        for pod in before.lines() {
+            assert!(
+                !after.lines().any(|p| p == pod),
+                "kubectl 1.{}: {pod} still there",
+                k.minor
+            );
+        }
+        k.ok(&["uncordon", &drain_node]);
+    });
+}
+
+#[test]
+fn explain_diff_edit_patch_and_columns() {
+    each_kubectl("more", |k| {
+        k.apply(APP, &[]);
+        let out = k.ok(&["explain", "deployment.spec.replicas"]);
+        assert!(
+            out.contains("Number of desired pods"),
+            "kubectl 1.{} explain: {out}",
+            k.minor
+        );
+        let out = k.ok(&["explain", "pods.spec.containers"]);
+        assert!(
+            out.contains("image"),
+            "kubectl 1.{} explain: {out}",
+            k.minor
+        );
+
+        // diff: nothing to show for the applied state, the change for a new one.
+        let dir = cluster().dir.path();
+        let same = dir.join(format!("diff-same-{}.yaml", k.ns));
+        std::fs::write(&same, APP).expect("manifest");
+        let (ok, out) = k.run_env(&["diff", "-f", same.to_str().expect("utf-8")], &[]);
+        assert!(ok, "kubectl 1.{} diff of the live state: {out}", k.minor);
+        let changed = dir.join(format!("diff-changed-{}.yaml", k.ns));
+        std::fs::write(
+            &changed,
+            APP.replace("greeting: hello", "greeting: changed"),
+        )
+        .expect("manifest");
+        let (ok, out) = k.run_env(&["diff", "-f", changed.to_str().expect("utf-8")], &[]);
+        assert!(!ok, "kubectl 1.{} diff exits 1 on a change", k.minor);
+        assert!(
+            out.contains("+  greeting: changed") && out.contains("-  greeting: hello"),
+            "kubectl 1.{} diff: {out}",
+            k.minor
+        );
+
+        // edit through an editor that rewrites the value.
+        let editor = dir.join(format!("editor-{}.sh", k.ns));
+        std::fs::write(
+            &editor,
+            "#!/bin/sh\nsed -i 's/greeting: hello/greeting: edited/' \"$1\"\n",
+        )
+        .expect("editor");
+        std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&editor)
+            .status()
+            .expect("chmod");
+        let editor_var = editor.to_str().expect("utf-8");
+        let (ok, out) = k.run_env(
+            &["edit", "configmap", "web-config"],
+            &[("KUBE_EDITOR", editor_var), ("EDITOR", editor_var)],
+        );
+        assert!(ok, "kubectl 1.{} edit: {out}", k.minor);
+        assert_eq!(
+            k.ok(&["get", "cm", "web-config", "-o", "jsonpath={.data.greeting}"]),
+            "edited"
+        );
+
+        // label / annotate, with and without --overwrite.
+        k.ok(&["label", "svc", "web", "tier=front"]);
+        let err = k.fails(&["label", "svc", "web", "tier=back"]);
+        assert!(
+            err.contains("already has a value"),
+            "kubectl 1.{}: {err}",
+            k.minor
+        );
+        k.ok(&["label", "svc", "web", "tier=back", "--overwrite"]);
+        k.ok(&["annotate", "cm", "web-config", "note=one"]);
+        k.ok(&["annotate", "cm", "web-config", "note=two", "--overwrite"]);
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "svc",
+                "web",
+                "-o",
+                "jsonpath={.metadata.labels.tier}"
+            ]),
+            "back"
+        );
+
+        // patch: json, merge and strategic, on several kinds.
+        k.ok(&[
+            "patch",
+            "cm",
+            "web-config",
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/data/j","value":"1"}]"#,
+        ]);
+        k.ok(&[
+            "patch",
+            "svc",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"annotations":{"m":"2"}}}"#,
+        ]);
+        k.ok(&[
+            "patch",
+            "svc",
+            "web",
+            "-p",
+            r#"{"spec":{"ports":[{"port":80,"name":"http"}]}}"#,
+        ]);
+        k.ok(&["patch", "deploy", "web", "--type=strategic", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"S","value":"3"}]}]}}}}"#]);
+        let got = [
+            k.ok(&["get", "cm", "web-config", "-o", "jsonpath={.data.j}"]),
+            k.ok(&[
+                "get",
+                "svc",
+                "web",
+                "-o",
+                "jsonpath={.metadata.annotations.m},{.spec.ports[0].name}",
+            ]),
+            k.ok(&[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].env[*].name}",
+            ]),
+        ];
+        assert_eq!(got, ["1", "2,http", "KEEP DROP S"], "kubectl 1.{}", k.minor);
+
+        let cols = k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "custom-columns=NAME:.metadata.name,REPLICAS:.spec.replicas,IMAGE:.spec.template.spec.containers[0].image",
+        ]);
+        assert!(
+            cols.contains("NAME") && cols.contains("web") && cols.contains("busybox:1.35"),
+            "kubectl 1.{}: {cols}",
+            k.minor
+        );
+
+        // api-resources with upstream's verbs; auth can-i.
+        let wide = k.ok(&["api-resources", "-o", "wide"]);
+        // Verbs print as `[a b]` up to 1.28 and `a,b` since.
+        let verbs = |name: &str| {
+            wide.lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .unwrap_or_default()
+                .replace(['[', ']', ','], " ")
+        };
+        let review = verbs("selfsubjectaccessreviews");
+        assert!(
+            review.contains(" create ") && !review.contains(" get "),
+            "kubectl 1.{}: {wide}",
+            k.minor
+        );
+        assert!(
+            verbs("deployments")
+                .contains("create delete deletecollection get list patch update watch"),
+            "kubectl 1.{}: {wide}",
+            k.minor
+        );
+        assert_eq!(
+            k.ok(&["auth", "can-i", "create", "deployments"]).trim(),
+            "yes"
+        );
+        let (allowed, out) = k.run_env(
+            &["auth", "can-i", "create", "deployments", "--as=nobody"],
+            &[],
+        );
+        assert!(
+            !allowed && out.trim() == "no",
+            "kubectl 1.{}: {out}",
+            k.minor
+        );
+    });
 }

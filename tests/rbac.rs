@@ -222,7 +222,11 @@ fn role_ref_is_immutable_and_bindings_are_validated() {
         r#"{"roleRef":{"name":"edit"}}"#,
     ]);
     assert!(out.contains("is invalid"), "{out}");
-    assert!(out.contains("cannot change roleRef"), "{out}");
+    // Upstream's wording since 1.34 (before: "cannot change roleRef").
+    assert!(
+        out.contains(r#"roleRef: Invalid value: {"APIGroup":"rbac.authorization.k8s.io","Kind":"ClusterRole","Name":"edit"}: field is immutable"#),
+        "{out}"
+    );
     // Subjects may change.
     ok(&[
         "patch",
@@ -252,7 +256,8 @@ fn role_ref_is_immutable_and_bindings_are_validated() {
         match api.replace("fixed", &PostParams::default(), &rb).await {
             Err(kube::Error::Api(e)) => {
                 assert_eq!(e.code, 422, "{e:?}");
-                assert!(e.message.contains("cannot change roleRef"), "{e:?}");
+                assert!(e.message.contains("roleRef: Invalid value: "), "{e:?}");
+                assert!(e.message.ends_with("field is immutable"), "{e:?}");
             }
             other => panic!("replace changed roleRef: {other:?}"),
         }

@@ -1,7 +1,8 @@
 //! Secure by default, against real servers: anonymous requests get 401 except health and
-//! version; a `view` user cannot write and `kubectl auth can-i` says so; a node's credentials
-//! cannot change another node or a pod bound to another node; servers of a cluster join with
-//! the token and a wrong token is refused.
+//! version; a `view` user cannot write, nor impersonate, and `kubectl auth can-i` says so; a node's credentials
+//! cannot change another node or a pod bound to another node, nor widen what it may read by
+//! changing its own pod; servers of a cluster join with the token and a wrong token is
+//! refused.
 
 #[path = "common/servers.rs"]
 #[allow(dead_code)]
@@ -9,7 +10,7 @@ mod servers;
 
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use servers::{tls, Servers};
@@ -109,6 +110,30 @@ fn a_view_user_cannot_write_and_can_i_says_no() {
         out.contains("NotFound") || out.contains("not found"),
         "{out}"
     );
+    // Impersonation (`--as`) needs the impersonate verb: the viewer cannot become the
+    // admin; the admin, who may, runs with the viewer's rights only.
+    let (became, out) = as_viewer(&[
+        "--as=admin",
+        "--as-group=system:masters",
+        "get",
+        "secrets",
+        "-n",
+        "sec",
+    ]);
+    assert!(!became, "{out}");
+    assert!(
+        out.contains("cannot impersonate resource \"users\""),
+        "{out}"
+    );
+    let viewer = "--as=system:serviceaccount:sec:viewer";
+    let (_, out) = kubectl(
+        &s,
+        &[viewer, "auth", "can-i", "create", "pods", "-n", "sec"],
+    );
+    assert_eq!(out.trim(), "no", "{out}");
+    let (created, out) = kubectl(&s, &[viewer, "create", "configmap", "y", "-n", "sec"]);
+    assert!(!created && out.contains("forbidden"), "{out}");
+    assert!(out.contains("system:serviceaccount:sec:viewer"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +171,8 @@ async fn node_credentials_touch_only_their_own_node_and_pods() {
     .kube_client()
     .expect("node client");
     let as_node_nodes: Api<Node> = Api::all(node_client.clone());
-    let as_node_pods: Api<Pod> = Api::namespaced(node_client, "default");
+    let as_node_pods: Api<Pod> = Api::namespaced(node_client.clone(), "default");
+    let as_node_secrets: Api<Secret> = Api::namespaced(node_client, "default");
     let label = |v: &str| Patch::Merge(json!({"metadata": {"labels": {"touched": v}}}));
 
     as_node_nodes
@@ -198,6 +224,47 @@ async fn node_credentials_touch_only_their_own_node_and_pods() {
         .contains_key("touched"));
     let p2 = pods.get("on-n2").await.expect("on-n2");
     assert_ne!(p2.status.and_then(|s| s.phase).as_deref(), Some("Failed"));
+
+    // A node reads only the secrets its pods mount, and cannot widen that by editing its
+    // own pod: volumes and the service account are fixed at creation.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "default");
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "db-password"}, "stringData": {"pw": "x"}}),
+    )
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    assert!(forbidden(as_node_secrets.get("db-password").await));
+    for change in [
+        json!({"spec": {"volumes": [{"name": "stolen", "secret": {"secretName": "db-password"}}]}}),
+        json!({"spec": {"serviceAccountName": "admin"}}),
+    ] {
+        let refused = as_node_pods
+            .patch("on-n1", &PatchParams::default(), &Patch::Merge(change))
+            .await;
+        match refused {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"), "{e:?}");
+                assert!(
+                    e.message
+                        .contains("spec: Forbidden: pod updates may not change fields other than"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("a node changed its pod's spec: {other:?}"),
+        }
+    }
+    let p1 = pods.get("on-n1").await.expect("on-n1");
+    assert!(p1
+        .spec
+        .and_then(|s| s.volumes)
+        .unwrap_or_default()
+        .iter()
+        .all(|v| v.name != "stolen"));
+    assert!(forbidden(as_node_secrets.get("db-password").await));
 }
 
 #[test]

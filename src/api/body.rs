@@ -111,7 +111,11 @@ impl crate::fuzz_targets::Decoders {
         kind: &str,
         obj: &Value,
     ) -> Result<bool, ApiError> {
-        Ok(super::selectors::FieldSelector::parse(selector, kind)?.matches(obj))
+        let fields = super::resources::RESOURCES
+            .iter()
+            .find(|r| r.kind == kind)
+            .map_or(&[][..], |r| r.strategy.selectable_fields());
+        Ok(super::selectors::FieldSelector::parse(selector, fields)?.matches(obj))
     }
 }
 

@@ -7,26 +7,25 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
 use super::body;
-use super::defaults;
 use super::object::{self, subject};
 use super::patch::{self, PatchType};
 use super::path::{self, Target};
+use super::registry::Storage;
 use super::request::list::{list_objects, ListRead, Listed};
-use super::request::write::{admit, guaranteed_update, WRITE_ATTEMPTS};
-use super::request::{respond, verb, Ctx, Query};
-use super::resources::Sub;
+use super::request::write::{admit_create, guaranteed_update, WRITE_ATTEMPTS};
+use super::request::{partial, respond, verb, Ctx, Query, View};
 use super::services;
 use super::state::ApiState;
 use super::status::ApiError;
 use super::subresources;
 use super::table;
 use super::watch;
-use crate::store::{Consistency, KeyValue, StoreError};
+use crate::store::{Consistency, StoreError};
 
 pub async fn handle(ctx: &Ctx<'_>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let method = ctx.req.method().clone();
     let verb = verb(&method, &ctx.t, &ctx.q);
-    if super::auth::review::is_review(ctx.res()) {
+    if ctx.res().strategy.storage() == Storage::Review {
         return super::auth::review::handle(ctx, verb, payload).await;
     }
     if let Some(sub) = ctx.t.sub {
@@ -57,13 +56,19 @@ async fn list(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let page = list_objects(ctx, &ListRead::of_list(ctx)?).await?;
     let res = ctx.res();
     let meta = page.list_meta();
-    if ctx.wants_table() {
+    let view = ctx.view();
+    if view != View::Object {
         let objects = page
             .items
             .iter()
             .map(Listed::object)
             .collect::<Result<Vec<_>, _>>()?;
-        let body = table::for_list(res, &objects, meta);
+        let body = if view == View::Table {
+            table::for_list(res, &objects, meta)
+        } else {
+            let items: Vec<Value> = objects.iter().map(partial).collect();
+            json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})
+        };
         return Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body(body.to_string()));
@@ -93,28 +98,11 @@ async fn list(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
 pub async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<HttpResponse, ApiError> {
     let res = ctx.res();
     object::prepare_create(res, &mut obj, ctx.ns())?;
-    super::auth::node::admit_create(&super::auth::UserInfo::of(ctx.req), res.kind, &obj)?;
-    if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
-        super::namespaces::check_active(ctx, ns).await?;
-    }
-    if res.has(Sub::Status) && res.kind != "Namespace" && res.kind != "Node" {
-        // Status is the controllers' to write; a create starts from none.
-        if let Some(o) = obj.as_object_mut() {
-            o.remove("status");
-        }
-    }
-    if res.kind == "Pod" {
-        super::serviceaccounts::admit_pod(ctx, &mut obj).await?;
-    }
-    let warnings = admit(ctx, &mut obj)?;
-    match res.kind {
-        "Job" => defaults::job_selector(&mut obj),
-        "PersistentVolumeClaim" => defaults::claim_protection(&mut obj),
-        _ => {}
-    }
+    let warnings = admit_create(ctx, &mut obj).await?;
     let name = object::name_of(&obj).to_string();
     let key = res.key(ctx.ns(), &name);
-    if res.kind == "Service" {
+    let storage = res.strategy.storage();
+    if storage == Storage::ServiceAllocations {
         let who = subject(res, &name);
         let create = services::Write::Create(key);
         let obj = ctx.services().write(&who, None, obj, create).await?;
@@ -130,7 +118,8 @@ pub async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<HttpResponse
         .await
         .map_err(|e| ApiError::from_store(e, subject(res, &name)))?;
     object::set_rv(&mut obj, rev);
-    if res.kind == "Namespace" {
+    if storage == Storage::Namespace {
+        // The controller makes it too; here it is there before the first pod asks.
         super::serviceaccounts::ensure_default(&ctx.state.store, &name).await;
     }
     Ok(respond(ctx, 201, obj, &warnings))
@@ -219,7 +208,8 @@ fn delete_options(ctx: &Ctx<'_>, bytes: &[u8]) -> Result<DeleteOptions, ApiError
 /// Deletes (or, with finalizers, marks) one object; returns the response body.
 pub async fn delete_one(ctx: &Ctx<'_>, opts_bytes: &[u8]) -> Result<HttpResponse, ApiError> {
     let opts = delete_options(ctx, opts_bytes)?;
-    if ctx.res().kind == "Namespace" {
+    let storage = ctx.res().strategy.storage();
+    if storage == Storage::Namespace {
         return super::namespaces::delete(ctx).await;
     }
     for _ in 0..WRITE_ATTEMPTS {
@@ -251,18 +241,14 @@ pub async fn delete_one(ctx: &Ctx<'_>, opts_bytes: &[u8]) -> Result<HttpResponse
             _ => {}
         }
         // A pod on a node is deleted gracefully: marked, and removed by its node agent.
-        let graceful = ctx.res().kind == "Pod"
-            && obj
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .is_some_and(|n| !n.is_empty())
-            && opts.grace != Some(0);
+        let default_grace = ctx.res().strategy.graceful_delete(&obj);
+        let graceful = default_grace.is_some() && opts.grace != Some(0);
         if finalizers.is_empty() && !graceful {
             if ctx.q.dry_run() {
                 return Ok(respond(ctx, 200, obj, &[]));
             }
-            let (store, kind) = (&ctx.state.store, ctx.res().kind);
-            match services::delete(store, kind, &ctx.key(), Some(kv.mod_revision), &obj).await {
+            let store = &ctx.state.store;
+            match services::delete(store, storage, &ctx.key(), Some(kv.mod_revision), &obj).await {
                 Ok(rev) => {
                     object::set_rv(&mut obj, rev);
                     return Ok(respond(ctx, 200, obj, &[]));
@@ -273,9 +259,7 @@ pub async fn delete_one(ctx: &Ctx<'_>, opts_bytes: &[u8]) -> Result<HttpResponse
         }
         let meta = object::meta_mut(&mut obj);
         if meta.get("deletionTimestamp").is_none_or(Value::is_null) {
-            let grace = opts
-                .grace
-                .unwrap_or_else(|| obj_grace(&kv).unwrap_or(if graceful { 30 } else { 0 }));
+            let grace = opts.grace.or(default_grace).unwrap_or(0);
             let meta = object::meta_mut(&mut obj);
             meta.insert("deletionTimestamp".into(), json!(object::now()));
             meta.insert(
@@ -302,12 +286,6 @@ pub async fn delete_one(ctx: &Ctx<'_>, opts_bytes: &[u8]) -> Result<HttpResponse
         }
     }
     Err(ApiError::conflict(subject(ctx.res(), ctx.name())))
-}
-
-fn obj_grace(kv: &KeyValue) -> Option<i64> {
-    let v: Value = serde_json::from_slice(&kv.value).ok()?;
-    v.pointer("/spec/terminationGracePeriodSeconds")
-        .and_then(Value::as_i64)
 }
 
 async fn delete(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {

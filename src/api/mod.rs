@@ -1,5 +1,6 @@
 //! The Kubernetes-compatible API server: the only component that touches the store.
 
+mod admission;
 mod audit;
 pub mod auth;
 mod body;
@@ -11,11 +12,13 @@ mod join;
 mod limits;
 mod namespaces;
 mod object;
+mod openapi;
 mod patch;
 mod path;
 mod prometheus_sd;
 mod protobuf;
 mod proxy;
+pub mod registry;
 mod request;
 mod resources;
 mod selectors;
@@ -51,12 +54,29 @@ async fn version() -> HttpResponse {
     json(discovery::version())
 }
 
+/// The aggregated discovery document when the client asks for one (kubectl 1.27+).
+fn aggregated(req: &HttpRequest, core: bool) -> Option<HttpResponse> {
+    let accept = req.headers().get("accept")?.to_str().ok()?;
+    let version = discovery::aggregated_version(accept)?;
+    Some(
+        HttpResponse::Ok()
+            .content_type(discovery::aggregated_content_type(version))
+            .body(discovery::aggregated(core, version).to_string()),
+    )
+}
+
 async fn api(req: HttpRequest) -> HttpResponse {
+    if let Some(r) = aggregated(&req, true) {
+        return r;
+    }
     let host = req.connection_info().host().to_string();
     json(discovery::api_versions(&host))
 }
 
-async fn apis() -> HttpResponse {
+async fn apis(req: HttpRequest) -> HttpResponse {
+    if let Some(r) = aggregated(&req, false) {
+        return r;
+    }
     json(discovery::api_group_list())
 }
 
@@ -101,12 +121,38 @@ async fn grouped(
     handlers::resource(req, payload, state, &group, &version, &rest).await
 }
 
-/// An empty protobuf `openapi_v2.Document`: kubectl then skips client-side schema
-/// validation (the server validates, with `fieldValidation`).
-async fn openapi_v2() -> HttpResponse {
+/// Swagger 2.0 as JSON; asked for as protobuf (kubectl), an empty `openapi_v2.Document`
+/// (see `openapi`): kubectl then uses its built-in types and the server validates.
+async fn openapi_v2(req: HttpRequest) -> HttpResponse {
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("protobuf") {
+        return HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .finish();
+    }
     HttpResponse::Ok()
-        .content_type("application/octet-stream")
-        .finish()
+        .content_type("application/json")
+        .body(openapi::v2())
+}
+
+async fn openapi_v3_index() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(openapi::v3_index())
+}
+
+async fn openapi_v3(path: web::Path<String>) -> HttpResponse {
+    match openapi::v3(&path.into_inner()) {
+        Some(doc) => HttpResponse::Ok()
+            .content_type("application/json")
+            .insert_header(("Etag", format!("\"{}\"", doc.hash)))
+            .body(doc.body.as_slice()),
+        None => path::not_found().error_response(),
+    }
 }
 
 async fn ready(state: web::Data<ApiState>) -> HttpResponse {
@@ -208,6 +254,8 @@ pub fn serve(
             .route("/readyz", web::get().to(ready))
             .route("/metrics", web::get().to(metrics_text))
             .route("/openapi/v2", web::get().to(openapi_v2))
+            .route("/openapi/v3", web::get().to(openapi_v3_index))
+            .route("/openapi/v3/{gv:.*}", web::get().to(openapi_v3))
             .route(
                 "/skiff/v1/prometheus-sd",
                 web::get().to(prometheus_sd::serve),

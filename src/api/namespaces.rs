@@ -1,5 +1,6 @@
-//! Namespaces: the ones a new cluster has, creation only into active ones, and deletion that
-//! removes everything inside.
+//! Namespaces: the ones a new cluster has, creation only into active ones, deletion as
+//! upstream's namespace storage does it (Terminating until the namespace controller has
+//! emptied it and removed its finalizer through `finalize`).
 
 use std::time::Duration;
 
@@ -8,9 +9,11 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::object;
+use super::request::write::WRITE_ATTEMPTS;
 use super::request::{respond, Ctx};
-use super::resources::{self, RESOURCES};
-use super::status::ApiError;
+use super::resources;
+use super::status::{ApiError, Cause};
+use super::validate::FieldValidation;
 use crate::store::{Consistency, StoreClient, StoreError};
 
 pub const SYSTEM: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -31,7 +34,13 @@ pub async fn bootstrap(store: StoreClient) {
                 warn!("bootstrap namespace {ns}: {e}");
                 break;
             }
-            super::defaults::apply("Namespace", &mut obj);
+            let admitted = res
+                .strategy
+                .admit_create(res, &mut obj, FieldValidation::Ignore);
+            if let Err(e) = admitted {
+                warn!("bootstrap namespace {ns}: {e}");
+                break;
+            }
             let Ok(bytes) = object::to_bytes(&obj) else {
                 break;
             };
@@ -66,69 +75,118 @@ pub async fn check_active(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Marks the namespace Terminating and removes its content in the background, then the
-/// namespace itself.
+/// Deleting a namespace marks it Terminating; the namespace controller deletes its content
+/// and then its finalizer (`finalize`), after which it goes. One without finalizers goes now.
 pub async fn delete(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
-    let (mut obj, kv) = ctx.load().await?;
-    let name = ctx.name().to_string();
-    if obj.pointer("/status/phase").and_then(Value::as_str) != Some("Terminating") {
+    for _ in 0..WRITE_ATTEMPTS {
+        let (mut obj, kv) = ctx.load().await?;
+        if finalizers_done(&obj) {
+            return remove(ctx, obj, kv.mod_revision).await;
+        }
+        if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+            return Ok(respond(ctx, 200, obj, &[]));
+        }
         let m = object::meta_mut(&mut obj);
         m.insert("deletionTimestamp".into(), json!(object::now()));
         m.insert("deletionGracePeriodSeconds".into(), json!(0));
-        obj["status"] = json!({"phase": "Terminating"});
+        obj["status"]["phase"] = json!("Terminating");
         if ctx.q.dry_run() {
             return Ok(respond(ctx, 200, obj, &[]));
         }
-        let rev = ctx
+        match ctx
             .state
             .store
             .update(&ctx.key(), object::to_bytes(&obj)?, Some(kv.mod_revision))
             .await
-            .map_err(|e| ctx.store_err(e))?;
-        object::set_rv(&mut obj, rev);
-        let store = ctx.state.store.clone();
-        actix_web::rt::spawn(async move { empty_and_remove(store, name).await });
+        {
+            Ok(rev) => {
+                object::set_rv(&mut obj, rev);
+                return Ok(respond(ctx, 200, obj, &[]));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(ctx.store_err(e)),
+        }
     }
+    Err(ApiError::conflict(object::subject(ctx.res(), ctx.name())))
+}
+
+/// Neither `spec.finalizers` nor `metadata.finalizers` hold the namespace.
+fn finalizers_done(obj: &Value) -> bool {
+    let empty = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty())
+    };
+    empty("/spec/finalizers") && empty("/metadata/finalizers")
+}
+
+async fn remove(ctx: &Ctx<'_>, mut obj: Value, rev: u64) -> Result<HttpResponse, ApiError> {
+    if ctx.q.dry_run() {
+        return Ok(respond(ctx, 200, obj, &[]));
+    }
+    let kv = ctx
+        .state
+        .store
+        .delete(&ctx.key(), Some(rev))
+        .await
+        .map_err(|e| ctx.store_err(e))?;
+    object::set_rv(&mut obj, kv.mod_revision);
+    info!(namespace = %ctx.name(), "namespace deleted");
     Ok(respond(ctx, 200, obj, &[]))
 }
 
-async fn empty_and_remove(store: StoreClient, ns: String) {
-    for attempt in 0..100u32 {
-        match remove_content(&store, &ns).await {
-            Ok(()) => break,
-            Err(e) => {
-                warn!(namespace = %ns, attempt, "emptying namespace: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+/// `PUT namespaces/{name}/finalize`: sets `spec.finalizers` (nothing else); a namespace being
+/// deleted whose last finalizer this removes goes.
+pub async fn finalize(ctx: &Ctx<'_>, body: &Value) -> Result<HttpResponse, ApiError> {
+    let wanted = body
+        .pointer("/spec/finalizers")
+        .cloned()
+        .unwrap_or_else(|| json!([]));
+    let Some(list) = wanted.as_array() else {
+        return Err(ApiError::BadRequest(
+            "spec.finalizers must be a list".into(),
+        ));
+    };
+    let mut causes = Vec::new();
+    for (i, f) in list.iter().enumerate() {
+        let name = f.as_str().unwrap_or("");
+        let standard = name == "kubernetes" || name.contains('/');
+        if !standard {
+            causes.push(Cause::invalid(
+                format!("spec.finalizers[{i}]"),
+                format!("{name:?}"),
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
         }
     }
-    match store.delete(&namespaces().key(None, &ns), None).await {
-        Ok(_) | Err(StoreError::NotFound { .. }) => info!(namespace = %ns, "namespace deleted"),
-        Err(e) => warn!(namespace = %ns, "deleting namespace: {e}"),
+    if !causes.is_empty() {
+        return Err(ApiError::invalid("", "Namespace", ctx.name(), causes));
     }
-}
-
-async fn remove_content(store: &StoreClient, ns: &str) -> Result<(), StoreError> {
-    for res in RESOURCES.iter().filter(|r| r.namespaced) {
-        let page = store
-            .list(
-                &res.scope_prefix(Some(ns)),
-                None,
-                0,
-                Consistency::Linearizable,
-            )
-            .await?;
-        for kv in page.kvs {
-            // A Service's allocations are released with it.
-            let stored: Value = match res.kind {
-                "Service" => serde_json::from_slice(&kv.value).unwrap_or_default(),
-                _ => Value::Null,
-            };
-            match super::services::delete(store, res.kind, &kv.key, None, &stored).await {
-                Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+    for _ in 0..WRITE_ATTEMPTS {
+        let (mut obj, kv) = ctx.load().await?;
+        obj["spec"]["finalizers"] = wanted.clone();
+        let deleting = obj
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|t| !t.is_null());
+        if deleting && finalizers_done(&obj) {
+            return remove(ctx, obj, kv.mod_revision).await;
+        }
+        if ctx.q.dry_run() {
+            return Ok(respond(ctx, 200, obj, &[]));
+        }
+        match ctx
+            .state
+            .store
+            .update(&ctx.key(), object::to_bytes(&obj)?, Some(kv.mod_revision))
+            .await
+        {
+            Ok(rev) => {
+                object::set_rv(&mut obj, rev);
+                return Ok(respond(ctx, 200, obj, &[]));
             }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(ctx.store_err(e)),
         }
     }
-    Ok(())
+    Err(ApiError::conflict(object::subject(ctx.res(), ctx.name())))
 }

@@ -232,8 +232,9 @@ pub fn prepare_create(
     Ok(())
 }
 
-/// Carries server-owned metadata from the stored object into an update, bumps generation
-/// when the spec changed, and keeps the status (or, for a status update, everything else).
+/// Carries server-owned metadata from the stored object into an update and keeps the status
+/// (or, for a status update, everything else). The strategy bumps the generation once the
+/// new spec is defaulted.
 pub fn prepare_update(
     res: &Resource,
     old: &Value,
@@ -273,9 +274,27 @@ pub fn prepare_update(
             m.insert("name".into(), name);
         }
     }
+    let ns = old_meta.get("namespace").cloned();
+    match (m.get("namespace").and_then(Value::as_str), &ns) {
+        (Some(given), Some(Value::String(was))) if !given.is_empty() && given != was => {
+            return Err(ApiError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            ))
+        }
+        _ => {}
+    }
+    // As upstream's BeforeUpdate: a missing uid is the stored one (a different one fails
+    // validation); timestamps, the grace period and the generation are the server's.
+    if m.get("uid")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        if let Some(uid) = old_meta.get("uid") {
+            m.insert("uid".into(), uid.clone());
+        }
+    }
     for k in [
         "namespace",
-        "uid",
         "creationTimestamp",
         "deletionTimestamp",
         "deletionGracePeriodSeconds",
@@ -298,15 +317,17 @@ pub fn prepare_update(
             }
         }
     }
-    if res.has_generation && old.get("spec") != new.get("spec") {
-        let g = old_meta
-            .get("generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            + 1;
-        meta_mut(new).insert("generation".into(), json!(g));
-    }
     Ok(())
+}
+
+/// One more than the stored object's generation: the spec changed.
+pub fn bump_generation(old: &Value, new: &mut Value) {
+    let g = meta(old)
+        .get("generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        + 1;
+    meta_mut(new).insert("generation".into(), json!(g));
 }
 
 #[cfg(test)]
@@ -349,21 +370,21 @@ mod tests {
     }
 
     #[test]
-    fn update_bumps_generation_on_spec_change_only() {
+    fn update_keeps_server_metadata_and_status() {
         let res = find("apps", "v1", "deployments").expect("deployments");
         let old = json!({"metadata": {"name": "w", "uid": "u", "generation": 3}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
-        let mut same = json!({"metadata": {"name": "w", "labels": {"a": "b"}}, "spec": {"replicas": 1}, "status": {"replicas": 9}});
+        let mut same = json!({"metadata": {"name": "w", "labels": {"a": "b"}, "generation": 9}, "spec": {"replicas": 1}, "status": {"replicas": 9}});
         prepare_update(res, &old, &mut same, false).expect("update");
         assert_eq!(
             (
                 meta(&same)["generation"].as_i64(),
-                same["status"]["replicas"].as_i64()
+                same["status"]["replicas"].as_i64(),
+                meta(&same)["uid"].as_str()
             ),
-            (Some(3), Some(1))
+            (Some(3), Some(1), Some("u"))
         );
-        let mut changed = json!({"metadata": {"name": "w"}, "spec": {"replicas": 2}});
-        prepare_update(res, &old, &mut changed, false).expect("update");
-        assert_eq!(meta(&changed)["generation"], 4);
-        assert_eq!(meta(&changed)["uid"], "u");
+        let mut other_ns = json!({"metadata": {"name": "w", "namespace": "elsewhere"}});
+        let old_ns = json!({"metadata": {"name": "w", "namespace": "here"}});
+        assert!(prepare_update(res, &old_ns, &mut other_ns, false).is_err());
     }
 }

@@ -1,6 +1,11 @@
 //! The kinds the API serves: group, version, names, scope and subresources, as discovery
 //! shows them and as requests are routed.
 
+use super::registry::Rest;
+use super::registry::{
+    apps, auth, batch, coordination, core, discovery, networking, rbac, storage,
+};
+
 /// A subresource of a kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sub {
@@ -11,6 +16,8 @@ pub enum Sub {
     Exec,
     /// `serviceaccounts/token`: TokenRequest (`api::serviceaccounts`).
     Token,
+    /// `namespaces/finalize`: the namespace's `spec.finalizers`.
+    Finalize,
 }
 
 impl Sub {
@@ -22,11 +29,11 @@ impl Sub {
             Sub::Log => "log",
             Sub::Exec => "exec",
             Sub::Token => "token",
+            Sub::Finalize => "finalize",
         }
     }
 }
 
-#[derive(Debug)]
 pub struct Resource {
     pub group: &'static str,
     pub version: &'static str,
@@ -39,6 +46,14 @@ pub struct Resource {
     pub subresources: &'static [Sub],
     /// `metadata.generation` is kept and bumped on spec changes.
     pub has_generation: bool,
+    /// Everything about the kind beyond its names: defaults, validation, printing.
+    pub strategy: &'static dyn Rest,
+}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} {}", self.group, self.version, self.plural)
+    }
 }
 
 impl Resource {
@@ -80,391 +95,52 @@ impl Resource {
     }
 }
 
-const ALL: &[&str] = &["all"];
-const ST: &[Sub] = &[Sub::Status];
-const ST_SCALE: &[Sub] = &[Sub::Status, Sub::Scale];
-const NONE: &[Sub] = &[];
-
-macro_rules! res {
-    ($g:expr, $p:expr, $s:expr, $k:expr, $ns:expr, $short:expr, $cat:expr, $sub:expr, $gen:expr) => {
-        Resource {
-            group: $g,
-            version: "v1",
-            plural: $p,
-            singular: $s,
-            kind: $k,
-            namespaced: $ns,
-            short_names: $short,
-            categories: $cat,
-            subresources: $sub,
-            has_generation: $gen,
-        }
-    };
-}
-
-pub static RESOURCES: &[Resource] = &[
-    res!(
-        "",
-        "namespaces",
-        "namespace",
-        "Namespace",
-        false,
-        &["ns"],
-        NONE_CAT,
-        ST,
-        false
-    ),
-    res!(
-        "",
-        "nodes",
-        "node",
-        "Node",
-        false,
-        &["no"],
-        NONE_CAT,
-        ST,
-        false
-    ),
-    res!(
-        "",
-        "pods",
-        "pod",
-        "Pod",
-        true,
-        &["po"],
-        ALL,
-        &[Sub::Status, Sub::Binding, Sub::Log, Sub::Exec],
-        true
-    ),
-    res!(
-        "",
-        "services",
-        "service",
-        "Service",
-        true,
-        &["svc"],
-        ALL,
-        ST,
-        false
-    ),
-    res!(
-        "",
-        "endpoints",
-        "endpoints",
-        "Endpoints",
-        true,
-        &["ep"],
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "",
-        "configmaps",
-        "configmap",
-        "ConfigMap",
-        true,
-        &["cm"],
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!("", "secrets", "secret", "Secret", true, NONE_CAT, NONE_CAT, NONE, false),
-    res!(
-        "",
-        "events",
-        "event",
-        "Event",
-        true,
-        &["ev"],
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "",
-        "serviceaccounts",
-        "serviceaccount",
-        "ServiceAccount",
-        true,
-        &["sa"],
-        NONE_CAT,
-        &[Sub::Token],
-        false
-    ),
-    res!(
-        "",
-        "persistentvolumes",
-        "persistentvolume",
-        "PersistentVolume",
-        false,
-        &["pv"],
-        NONE_CAT,
-        ST,
-        false
-    ),
-    res!(
-        "",
-        "persistentvolumeclaims",
-        "persistentvolumeclaim",
-        "PersistentVolumeClaim",
-        true,
-        &["pvc"],
-        NONE_CAT,
-        ST,
-        false
-    ),
-    res!(
-        "apps",
-        "deployments",
-        "deployment",
-        "Deployment",
-        true,
-        &["deploy"],
-        ALL,
-        ST_SCALE,
-        true
-    ),
-    res!(
-        "apps",
-        "replicasets",
-        "replicaset",
-        "ReplicaSet",
-        true,
-        &["rs"],
-        ALL,
-        ST_SCALE,
-        true
-    ),
-    res!(
-        "apps",
-        "daemonsets",
-        "daemonset",
-        "DaemonSet",
-        true,
-        &["ds"],
-        ALL,
-        ST,
-        true
-    ),
-    res!(
-        "apps",
-        "statefulsets",
-        "statefulset",
-        "StatefulSet",
-        true,
-        &["sts"],
-        ALL,
-        ST_SCALE,
-        true
-    ),
-    res!(
-        "apps",
-        "controllerrevisions",
-        "controllerrevision",
-        "ControllerRevision",
-        true,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!("batch", "jobs", "job", "Job", true, NONE_CAT, ALL, ST, true),
-    res!(
-        "batch",
-        "cronjobs",
-        "cronjob",
-        "CronJob",
-        true,
-        &["cj"],
-        ALL,
-        ST,
-        true
-    ),
-    res!(
-        "storage.k8s.io",
-        "storageclasses",
-        "storageclass",
-        "StorageClass",
-        false,
-        &["sc"],
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "coordination.k8s.io",
-        "leases",
-        "lease",
-        "Lease",
-        true,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "networking.k8s.io",
-        "ingresses",
-        "ingress",
-        "Ingress",
-        true,
-        &["ing"],
-        NONE_CAT,
-        ST,
-        true
-    ),
-    res!(
-        "networking.k8s.io",
-        "ingressclasses",
-        "ingressclass",
-        "IngressClass",
-        false,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        true
-    ),
-    res!(
-        "discovery.k8s.io",
-        "endpointslices",
-        "endpointslice",
-        "EndpointSlice",
-        true,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "rbac.authorization.k8s.io",
-        "roles",
-        "role",
-        "Role",
-        true,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "rbac.authorization.k8s.io",
-        "rolebindings",
-        "rolebinding",
-        "RoleBinding",
-        true,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "rbac.authorization.k8s.io",
-        "clusterroles",
-        "clusterrole",
-        "ClusterRole",
-        false,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "rbac.authorization.k8s.io",
-        "clusterrolebindings",
-        "clusterrolebinding",
-        "ClusterRoleBinding",
-        false,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
+/// Every served kind, in the order discovery lists them (core first). Each is defined with
+/// its strategy in `registry`.
+pub static RESOURCES: &[&Resource] = &[
+    &core::namespace::RESOURCE,
+    &core::node::RESOURCE,
+    &core::pod::RESOURCE,
+    &core::service::RESOURCE,
+    &core::endpoints::RESOURCE,
+    &core::configmap::RESOURCE,
+    &core::secret::RESOURCE,
+    &core::event::RESOURCE,
+    &core::serviceaccount::RESOURCE,
+    &core::persistentvolume::RESOURCE,
+    &core::persistentvolumeclaim::RESOURCE,
+    &core::podtemplate::RESOURCE,
+    &core::replicationcontroller::RESOURCE,
+    &apps::deployment::RESOURCE,
+    &apps::replicaset::RESOURCE,
+    &apps::daemonset::RESOURCE,
+    &apps::statefulset::RESOURCE,
+    &apps::controllerrevision::RESOURCE,
+    &batch::job::RESOURCE,
+    &batch::cronjob::RESOURCE,
+    &storage::storageclass::RESOURCE,
+    &storage::csi::CSI_DRIVERS,
+    &storage::csi::CSI_NODES,
+    &storage::csi::CSI_STORAGE_CAPACITIES,
+    &storage::csi::VOLUME_ATTACHMENTS,
+    &coordination::lease::RESOURCE,
+    &networking::ingress::RESOURCE,
+    &networking::ingressclass::RESOURCE,
+    &discovery::endpointslice::RESOURCE,
+    &rbac::role::RESOURCE,
+    &rbac::rolebinding::RESOURCE,
+    &rbac::clusterrole::RESOURCE,
+    &rbac::clusterrolebinding::RESOURCE,
     // Reviews: answered, never stored (`auth::review`); create only.
-    res!(
-        "authorization.k8s.io",
-        "selfsubjectaccessreviews",
-        "selfsubjectaccessreview",
-        "SelfSubjectAccessReview",
-        false,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "authorization.k8s.io",
-        "selfsubjectrulesreviews",
-        "selfsubjectrulesreview",
-        "SelfSubjectRulesReview",
-        false,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "authorization.k8s.io",
-        "subjectaccessreviews",
-        "subjectaccessreview",
-        "SubjectAccessReview",
-        false,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "authorization.k8s.io",
-        "localsubjectaccessreviews",
-        "localsubjectaccessreview",
-        "LocalSubjectAccessReview",
-        true,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "authentication.k8s.io",
-        "tokenreviews",
-        "tokenreview",
-        "TokenReview",
-        false,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
-    res!(
-        "authentication.k8s.io",
-        "selfsubjectreviews",
-        "selfsubjectreview",
-        "SelfSubjectReview",
-        false,
-        NONE_CAT,
-        NONE_CAT,
-        NONE,
-        false
-    ),
+    &auth::SELF_SUBJECT_ACCESS_REVIEWS,
+    &auth::SELF_SUBJECT_RULES_REVIEWS,
+    &auth::SUBJECT_ACCESS_REVIEWS,
+    &auth::LOCAL_SUBJECT_ACCESS_REVIEWS,
+    &auth::TOKEN_REVIEWS,
+    &auth::SELF_SUBJECT_REVIEWS,
     // kubectl 1.27 `auth whoami` knows only the beta (still served upstream).
-    Resource {
-        version: "v1beta1",
-        ..res!(
-            "authentication.k8s.io",
-            "selfsubjectreviews",
-            "selfsubjectreview",
-            "SelfSubjectReview",
-            false,
-            NONE_CAT,
-            NONE_CAT,
-            NONE,
-            false
-        )
-    },
+    &auth::SELF_SUBJECT_REVIEWS_V1BETA1,
 ];
-
-const NONE_CAT: &[&str] = &[];
 
 /// API groups in the order discovery lists them (core first).
 pub fn groups() -> Vec<&'static str> {
@@ -481,6 +157,7 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .copied()
 }
 
 pub fn group_served(group: &str, version: &str) -> bool {

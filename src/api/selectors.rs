@@ -133,34 +133,10 @@ pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
 #[derive(Debug, Clone, Default)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
-/// Fields every kind supports, plus per-kind ones (as upstream's field label conversions).
-fn supported(kind: &str, field: &str) -> bool {
-    matches!(field, "metadata.name" | "metadata.namespace")
-        || match kind {
-            "Pod" => matches!(
-                field,
-                "spec.nodeName"
-                    | "spec.schedulerName"
-                    | "status.phase"
-                    | "spec.restartPolicy"
-                    | "spec.serviceAccountName"
-                    | "status.podIP"
-                    | "status.nominatedNodeName"
-            ),
-            "Event" => {
-                field.starts_with("involvedObject.")
-                    || matches!(field, "reason" | "type" | "source" | "reportingComponent")
-            }
-            "Secret" => field == "type",
-            "Node" => field == "spec.unschedulable",
-            "Namespace" => field == "status.phase",
-            "ReplicaSet" | "Job" => field == "status.replicas" || field == "status.successful",
-            _ => false,
-        }
-}
-
 impl FieldSelector {
-    pub fn parse(sel: &str, kind: &str) -> Result<Self, ApiError> {
+    /// Parses `sel` for a kind whose selectable fields (besides name and namespace) are
+    /// `fields`, as upstream's field label conversion allows them.
+    pub fn parse(sel: &str, fields: &[&str]) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         for part in split_top(sel) {
             let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
@@ -175,7 +151,9 @@ impl FieldSelector {
                 ));
             };
             let field = field.trim();
-            if !supported(kind, field) {
+            let supported =
+                matches!(field, "metadata.name" | "metadata.namespace") || fields.contains(&field);
+            if !supported {
                 return Err(ApiError::BadRequest(format!(
                     "field label not supported: {field}"
                 )));
@@ -238,12 +216,13 @@ mod tests {
 
     #[test]
     fn field_selectors_check_support_and_match() {
+        let pod = ["spec.nodeName", "status.phase"];
         let s =
-            FieldSelector::parse("spec.nodeName=n1,status.phase!=Running", "Pod").expect("parse");
+            FieldSelector::parse("spec.nodeName=n1,status.phase!=Running", &pod).expect("parse");
         assert!(s.matches(&json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Pending"}})));
         assert!(!s.matches(&json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Running"}})));
-        let empty_node = FieldSelector::parse("spec.nodeName=", "Pod").expect("parse");
+        let empty_node = FieldSelector::parse("spec.nodeName=", &pod).expect("parse");
         assert!(empty_node.matches(&json!({"spec": {}})));
-        assert!(FieldSelector::parse("spec.nodeName=n1", "ConfigMap").is_err());
+        assert!(FieldSelector::parse("spec.nodeName=n1", &[]).is_err());
     }
 }

@@ -44,6 +44,14 @@ impl Cause {
         }
     }
 
+    pub fn too_long(field: impl Into<String>, why: impl std::fmt::Display) -> Self {
+        Cause {
+            reason: "FieldValueTooLong",
+            field: field.into(),
+            message: format!("Too long: {why}"),
+        }
+    }
+
     pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Self {
         Cause {
             reason: "FieldValueDuplicate",
@@ -264,6 +272,35 @@ impl ApiError {
         status
     }
 
+    /// The Status as kube-apiserver writes it: its fields in Go's struct order (kind,
+    /// apiVersion, metadata, status, message, reason, details, code), which some clients
+    /// and tests compare byte for byte.
+    pub fn body(&self) -> String {
+        let v = self.status();
+        let mut out = String::from("{");
+        for (i, (key, val)) in [
+            "kind",
+            "apiVersion",
+            "metadata",
+            "status",
+            "message",
+            "reason",
+            "details",
+            "code",
+        ]
+        .into_iter()
+        .filter_map(|k| v.get(k).map(|val| (k, val)))
+        .enumerate()
+        {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("{}:{val}", json!(key)));
+        }
+        out.push('}');
+        out
+    }
+
     /// Maps a store error for an object; `subject` names it in the message.
     pub fn from_store(e: StoreError, subject: Subject) -> Self {
         match e {
@@ -328,8 +365,7 @@ impl ResponseError for ApiError {
         ) {
             r.insert_header(("Retry-After", "1"));
         }
-        r.content_type("application/json")
-            .body(self.status().to_string())
+        r.content_type("application/json").body(self.body())
     }
 }
 
@@ -351,6 +387,21 @@ mod tests {
             (Some("NotFound"), Some(404))
         );
         assert_eq!(s["details"]["group"], "apps");
+    }
+
+    #[test]
+    fn status_fields_come_in_kube_apiservers_order() {
+        let e = ApiError::not_found(Subject {
+            group: "".into(),
+            kind: "pods".into(),
+            name: "x".into(),
+        });
+        assert_eq!(
+            e.body(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"x\" not found","reason":"NotFound","details":{"kind":"pods","name":"x"},"code":404}"#
+        );
+        let parsed: Value = serde_json::from_str(&e.body()).expect("json");
+        assert_eq!(parsed, e.status());
     }
 
     #[test]

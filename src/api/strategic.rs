@@ -46,6 +46,29 @@ fn strategy(kind: &str, path: &[String]) -> Option<ListStrategy> {
     })
 }
 
+/// How a list merges, as OpenAPI says it to clients (`x-kubernetes-patch-strategy` and
+/// `x-kubernetes-patch-merge-key`): kubectl 1.29+ computes its patches from that, so it must
+/// say what `merge` does.
+pub fn patch_extensions(
+    kind: &str,
+    path: &[String],
+) -> Option<(&'static str, Option<&'static str>)> {
+    let field = path.last().map(String::as_str);
+    // Upstream's `retainKeys`: the volume source and deployment strategy of the last apply.
+    let retain = field == Some("volumes");
+    Some(match strategy(kind, path)? {
+        ListStrategy::MergeKey(key) if retain => ("merge,retainKeys", Some(key)),
+        ListStrategy::MergeKey(key) => ("merge", Some(key)),
+        ListStrategy::Primitive => ("merge", None),
+    })
+}
+
+/// Maps whose old keys an apply clears (upstream's `patchStrategy:"retainKeys"` on a
+/// Deployment's strategy: switching to Recreate drops `rollingUpdate`).
+pub fn retains_keys(kind: &str, path: &[String]) -> bool {
+    kind == "Deployment" && path == ["spec", "strategy"]
+}
+
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
 }

@@ -63,6 +63,10 @@ pub async fn handle(
             proxy::exec(ctx, &pod, payload).await
         }
         (Sub::Token, "create") => super::serviceaccounts::token_request(ctx, payload).await,
+        (Sub::Finalize, "update") => {
+            let new = body::decode(ctx.content_type(), &body::read(payload).await?)?;
+            super::namespaces::finalize(ctx, &new).await
+        }
         _ => Err(ApiError::MethodNotAllowed(format!(
             "the server does not allow this method on {}/{}",
             ctx.res().plural,
@@ -74,9 +78,12 @@ pub async fn handle(
 /// The autoscaling/v1 Scale view of a workload.
 fn scale_of(obj: &Value) -> Value {
     let m = object::meta(obj);
+    // A LabelSelector's matchLabels, or a ReplicationController's plain map.
     let selector = obj
         .pointer("/spec/selector/matchLabels")
+        .or_else(|| obj.pointer("/spec/selector"))
         .and_then(Value::as_object)
+        .filter(|m| m.values().all(Value::is_string))
         .map(|ml| {
             ml.iter()
                 .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))

@@ -1,19 +1,35 @@
-//! `Table` responses (meta.k8s.io/v1) for `kubectl get`, with upstream's printer columns.
+//! `Table` responses (meta.k8s.io/v1) for `kubectl get`: the kind's columns and cells come
+//! from its strategy; the helpers here are what those printers share.
 
 use serde_json::{json, Value};
 
 use super::resources::Resource;
 
-type Cell = Value;
-
-struct Col {
-    name: &'static str,
-    ty: &'static str,
+/// A `columnDefinitions` entry.
+pub struct Col {
+    pub name: &'static str,
+    pub ty: &'static str,
     /// Shown only with `-o wide`.
-    wide: bool,
+    pub wide: bool,
 }
 
-const fn col(name: &'static str, ty: &'static str) -> Col {
+pub fn name_col() -> Col {
+    col("Name", "string")
+}
+
+pub fn age_col() -> Col {
+    col("Age", "string")
+}
+
+pub fn name_cell(o: &Value) -> Value {
+    json!(s(o, "/metadata/name"))
+}
+
+pub fn age_cell(o: &Value) -> Value {
+    json!(age(o))
+}
+
+pub const fn col(name: &'static str, ty: &'static str) -> Col {
     Col {
         name,
         ty,
@@ -21,7 +37,7 @@ const fn col(name: &'static str, ty: &'static str) -> Col {
     }
 }
 
-const fn wide(name: &'static str) -> Col {
+pub const fn wide(name: &'static str) -> Col {
     Col {
         name,
         ty: "string",
@@ -29,173 +45,9 @@ const fn wide(name: &'static str) -> Col {
     }
 }
 
-fn columns(kind: &str) -> Vec<Col> {
-    let name = col("Name", "string");
-    let age = col("Age", "string");
-    match kind {
-        "Pod" => vec![
-            name,
-            col("Ready", "string"),
-            col("Status", "string"),
-            col("Restarts", "string"),
-            age,
-            wide("IP"),
-            wide("Node"),
-            wide("Nominated Node"),
-            wide("Readiness Gates"),
-        ],
-        "Deployment" => vec![
-            name,
-            col("Ready", "string"),
-            col("Up-to-date", "integer"),
-            col("Available", "integer"),
-            age,
-            wide("Containers"),
-            wide("Images"),
-            wide("Selector"),
-        ],
-        "ReplicaSet" => vec![
-            name,
-            col("Desired", "integer"),
-            col("Current", "integer"),
-            col("Ready", "integer"),
-            age,
-            wide("Containers"),
-            wide("Images"),
-            wide("Selector"),
-        ],
-        "DaemonSet" => vec![
-            name,
-            col("Desired", "integer"),
-            col("Current", "integer"),
-            col("Ready", "integer"),
-            col("Up-to-date", "integer"),
-            col("Available", "integer"),
-            col("Node Selector", "string"),
-            age,
-            wide("Containers"),
-            wide("Images"),
-            wide("Selector"),
-        ],
-        "StatefulSet" => vec![
-            name,
-            col("Ready", "string"),
-            age,
-            wide("Containers"),
-            wide("Images"),
-        ],
-        "Service" => vec![
-            name,
-            col("Type", "string"),
-            col("Cluster-IP", "string"),
-            col("External-IP", "string"),
-            col("Port(s)", "string"),
-            age,
-            wide("Selector"),
-        ],
-        "Endpoints" => vec![name, col("Endpoints", "string"), age],
-        "Node" => vec![
-            name,
-            col("Status", "string"),
-            col("Roles", "string"),
-            age,
-            col("Version", "string"),
-            wide("Internal-IP"),
-            wide("External-IP"),
-            wide("OS-Image"),
-            wide("Kernel-Version"),
-            wide("Container-Runtime"),
-            // Not in upstream's printer: the overlay's subnet per node is what lab users check.
-            wide("Pod-CIDR"),
-        ],
-        "Namespace" => vec![name, col("Status", "string"), age],
-        "PersistentVolumeClaim" => vec![
-            name,
-            col("Status", "string"),
-            col("Volume", "string"),
-            col("Capacity", "string"),
-            col("Access Modes", "string"),
-            col("StorageClass", "string"),
-            col("VolumeAttributesClass", "string"),
-            age,
-            wide("VolumeMode"),
-        ],
-        "PersistentVolume" => vec![
-            name,
-            col("Capacity", "string"),
-            col("Access Modes", "string"),
-            col("Reclaim Policy", "string"),
-            col("Status", "string"),
-            col("Claim", "string"),
-            col("StorageClass", "string"),
-            col("VolumeAttributesClass", "string"),
-            col("Reason", "string"),
-            age,
-            wide("VolumeMode"),
-        ],
-        "StorageClass" => vec![
-            name,
-            col("Provisioner", "string"),
-            col("ReclaimPolicy", "string"),
-            col("VolumeBindingMode", "string"),
-            col("AllowVolumeExpansion", "string"),
-            age,
-        ],
-        "Event" => vec![
-            col("Last Seen", "string"),
-            col("Type", "string"),
-            col("Reason", "string"),
-            col("Object", "string"),
-            col("Message", "string"),
-        ],
-        "Job" => vec![
-            name,
-            col("Status", "string"),
-            col("Completions", "string"),
-            col("Duration", "string"),
-            age,
-            wide("Containers"),
-            wide("Images"),
-            wide("Selector"),
-        ],
-        "CronJob" => vec![
-            name,
-            col("Schedule", "string"),
-            col("Timezone", "string"),
-            col("Suspend", "boolean"),
-            col("Active", "integer"),
-            col("Last Schedule", "string"),
-            age,
-            wide("Containers"),
-            wide("Images"),
-            wide("Selector"),
-        ],
-        "Ingress" => vec![
-            name,
-            col("Class", "string"),
-            col("Hosts", "string"),
-            col("Address", "string"),
-            col("Ports", "string"),
-            age,
-        ],
-        "ConfigMap" => vec![name, col("Data", "integer"), age],
-        "Secret" => vec![name, col("Type", "string"), col("Data", "integer"), age],
-        "Role" | "ClusterRole" => vec![name, col("Created At", "date")],
-        "RoleBinding" | "ClusterRoleBinding" => vec![
-            name,
-            col("Role", "string"),
-            age,
-            wide("Users"),
-            wide("Groups"),
-            wide("ServiceAccounts"),
-        ],
-        _ => vec![name, age],
-    }
-}
-
 /// A binding's subjects as upstream's `SubjectsStrings`: users, groups, service accounts
 /// (`namespace/name`), each joined by ", ".
-fn subjects(o: &Value) -> [String; 3] {
+pub fn subjects(o: &Value) -> [String; 3] {
     let (mut users, mut groups, mut sas) = (Vec::new(), Vec::new(), Vec::new());
     for sub in arr(o, "/subjects") {
         let name = s(sub, "/name");
@@ -209,22 +61,22 @@ fn subjects(o: &Value) -> [String; 3] {
     [users.join(", "), groups.join(", "), sas.join(", ")]
 }
 
-fn s<'a>(obj: &'a Value, ptr: &str) -> &'a str {
+pub fn s<'a>(obj: &'a Value, ptr: &str) -> &'a str {
     obj.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
-fn i(obj: &Value, ptr: &str) -> i64 {
+pub fn i(obj: &Value, ptr: &str) -> i64 {
     obj.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn arr<'a>(obj: &'a Value, ptr: &str) -> &'a [Value] {
+pub fn arr<'a>(obj: &'a Value, ptr: &str) -> &'a [Value] {
     obj.pointer(ptr)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
 }
 
-fn or_none(v: String) -> String {
+pub fn or_none(v: String) -> String {
     if v.is_empty() {
         "<none>".into()
     } else {
@@ -277,19 +129,19 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-fn age_of(ts: &str) -> String {
+pub fn age_of(ts: &str) -> String {
     match ts.parse::<jiff::Timestamp>() {
         Ok(t) => human_duration(jiff::Timestamp::now().as_second() - t.as_second()),
         Err(_) => "<unknown>".into(),
     }
 }
 
-fn age(obj: &Value) -> String {
+pub fn age(obj: &Value) -> String {
     age_of(s(obj, "/metadata/creationTimestamp"))
 }
 
 /// READY as `ready/desired` replicas.
-fn ready_of(o: &Value) -> String {
+pub fn ready_of(o: &Value) -> String {
     format!(
         "{}/{}",
         i(o, "/status/readyReplicas"),
@@ -299,7 +151,7 @@ fn ready_of(o: &Value) -> String {
 
 /// A workload's row: NAME, its own columns, AGE, then the wide CONTAINERS, IMAGES (and
 /// SELECTOR) columns of its pod template.
-fn workload(o: &Value, name: Value, own: Vec<Value>, with_selector: bool) -> Vec<Value> {
+pub fn workload(o: &Value, name: Value, own: Vec<Value>, with_selector: bool) -> Vec<Value> {
     let (c, im) = containers_images(o, "/spec/template/spec");
     let mut row = vec![name];
     row.extend(own);
@@ -310,14 +162,14 @@ fn workload(o: &Value, name: Value, own: Vec<Value>, with_selector: bool) -> Vec
     row
 }
 
-fn containers_images(obj: &Value, spec: &str) -> (String, String) {
+pub fn containers_images(obj: &Value, spec: &str) -> (String, String) {
     let cs = arr(obj, &format!("{spec}/containers"));
     let names: Vec<&str> = cs.iter().map(|c| s(c, "/name")).collect();
     let images: Vec<&str> = cs.iter().map(|c| s(c, "/image")).collect();
     (names.join(","), images.join(","))
 }
 
-fn selector(obj: &Value) -> String {
+pub fn selector(obj: &Value) -> String {
     let mut parts: Vec<String> = obj
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
@@ -340,7 +192,7 @@ fn selector(obj: &Value) -> String {
     or_none(parts.join(","))
 }
 
-fn map_selector(obj: &Value, ptr: &str) -> String {
+pub fn map_selector(obj: &Value, ptr: &str) -> String {
     let parts: Vec<String> = obj
         .pointer(ptr)
         .and_then(Value::as_object)
@@ -353,7 +205,7 @@ fn map_selector(obj: &Value, ptr: &str) -> String {
     or_none(parts.join(","))
 }
 
-fn pod_cells(o: &Value) -> Vec<Cell> {
+pub fn pod_cells(o: &Value) -> Vec<Value> {
     let statuses = arr(o, "/status/containerStatuses");
     let total = arr(o, "/spec/containers").len();
     let ready = statuses
@@ -394,7 +246,7 @@ fn pod_cells(o: &Value) -> Vec<Cell> {
 }
 
 /// `RWO,ROX`: access modes as kubectl abbreviates them.
-fn access_modes(o: &Value, path: &str) -> String {
+pub fn access_modes(o: &Value, path: &str) -> String {
     arr(o, path)
         .iter()
         .filter_map(Value::as_str)
@@ -409,7 +261,7 @@ fn access_modes(o: &Value, path: &str) -> String {
         .join(",")
 }
 
-fn service_ports(o: &Value) -> String {
+pub fn service_ports(o: &Value) -> String {
     let ports: Vec<String> = arr(o, "/spec/ports")
         .iter()
         .map(|p| {
@@ -423,331 +275,9 @@ fn service_ports(o: &Value) -> String {
     or_none(ports.join(","))
 }
 
-fn cells(kind: &str, o: &Value) -> Vec<Cell> {
-    let name = json!(s(o, "/metadata/name"));
-    match kind {
-        "Pod" => pod_cells(o),
-        "Deployment" => workload(
-            o,
-            name,
-            vec![
-                json!(ready_of(o)),
-                json!(i(o, "/status/updatedReplicas")),
-                json!(i(o, "/status/availableReplicas")),
-            ],
-            true,
-        ),
-        "ReplicaSet" => workload(
-            o,
-            name,
-            vec![
-                json!(i(o, "/spec/replicas")),
-                json!(i(o, "/status/replicas")),
-                json!(i(o, "/status/readyReplicas")),
-            ],
-            true,
-        ),
-        "DaemonSet" => workload(
-            o,
-            name,
-            vec![
-                json!(i(o, "/status/desiredNumberScheduled")),
-                json!(i(o, "/status/currentNumberScheduled")),
-                json!(i(o, "/status/numberReady")),
-                json!(i(o, "/status/updatedNumberScheduled")),
-                json!(i(o, "/status/numberAvailable")),
-                json!(map_selector(o, "/spec/template/spec/nodeSelector")),
-            ],
-            true,
-        ),
-        "StatefulSet" => workload(o, name, vec![json!(ready_of(o))], false),
-        "Service" => {
-            let ty = s(o, "/spec/type");
-            let external: Vec<String> = arr(o, "/status/loadBalancer/ingress")
-                .iter()
-                .map(|x| s(x, "/ip").to_string())
-                .chain(
-                    arr(o, "/spec/externalIPs")
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(String::from),
-                )
-                .collect();
-            let external = match (ty, external.is_empty()) {
-                ("ExternalName", _) => s(o, "/spec/externalName").to_string(),
-                ("LoadBalancer", true) => "<pending>".into(),
-                (_, true) => "<none>".into(),
-                _ => external.join(","),
-            };
-            vec![
-                name,
-                json!(ty),
-                json!(or_none(s(o, "/spec/clusterIP").into())),
-                json!(external),
-                json!(service_ports(o)),
-                json!(age(o)),
-                json!(map_selector(o, "/spec/selector")),
-            ]
-        }
-        "Endpoints" => {
-            let mut eps = Vec::new();
-            for sub in arr(o, "/subsets") {
-                for a in arr(sub, "/addresses") {
-                    for p in arr(sub, "/ports") {
-                        eps.push(format!("{}:{}", s(a, "/ip"), i(p, "/port")));
-                    }
-                }
-            }
-            vec![name, json!(or_none(eps.join(","))), json!(age(o))]
-        }
-        "Node" => {
-            let ready = arr(o, "/status/conditions")
-                .iter()
-                .find(|c| c["type"] == "Ready");
-            let mut status = match ready.map(|c| s(c, "/status")) {
-                Some("True") => "Ready".to_string(),
-                _ => "NotReady".to_string(),
-            };
-            if o.pointer("/spec/unschedulable") == Some(&json!(true)) {
-                status.push_str(",SchedulingDisabled");
-            }
-            let roles: Vec<String> = o
-                .pointer("/metadata/labels")
-                .and_then(Value::as_object)
-                .map(|l| {
-                    l.keys()
-                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let addr = |t: &str| {
-                arr(o, "/status/addresses")
-                    .iter()
-                    .find(|a| a["type"] == t)
-                    .map(|a| s(a, "/address").to_string())
-                    .unwrap_or_else(|| "<none>".into())
-            };
-            vec![
-                name,
-                json!(status),
-                json!(or_none(roles.join(","))),
-                json!(age(o)),
-                json!(s(o, "/status/nodeInfo/kubeletVersion")),
-                json!(addr("InternalIP")),
-                json!(addr("ExternalIP")),
-                json!(s(o, "/status/nodeInfo/osImage")),
-                json!(s(o, "/status/nodeInfo/kernelVersion")),
-                json!(s(o, "/status/nodeInfo/containerRuntimeVersion")),
-                json!(or_none(s(o, "/spec/podCIDR").into())),
-            ]
-        }
-        "Namespace" => vec![name, json!(s(o, "/status/phase")), json!(age(o))],
-        "Event" => {
-            let last = [
-                s(o, "/lastTimestamp"),
-                s(o, "/eventTime"),
-                s(o, "/metadata/creationTimestamp"),
-            ]
-            .into_iter()
-            .find(|t| !t.is_empty())
-            .unwrap_or("");
-            let object = format!(
-                "{}/{}",
-                s(o, "/involvedObject/kind").to_lowercase(),
-                s(o, "/involvedObject/name")
-            );
-            vec![
-                json!(age_of(last)),
-                json!(s(o, "/type")),
-                json!(s(o, "/reason")),
-                json!(object),
-                json!(s(o, "/message")),
-            ]
-        }
-        "Job" => {
-            let (c, im) = containers_images(o, "/spec/template/spec");
-            let conds = arr(o, "/status/conditions");
-            let has = |t: &str| {
-                conds
-                    .iter()
-                    .any(|c| c["type"] == t && c["status"] == "True")
-            };
-            let status = if has("Complete") {
-                "Complete"
-            } else if has("Failed") {
-                "Failed"
-            } else if has("Suspended") {
-                "Suspended"
-            } else {
-                "Running"
-            };
-            let completions = format!(
-                "{}/{}",
-                i(o, "/status/succeeded"),
-                o.pointer("/spec/completions")
-                    .and_then(Value::as_i64)
-                    .map_or("1".into(), |v| v.to_string())
-            );
-            let duration = match (
-                o.pointer("/status/startTime").and_then(Value::as_str),
-                o.pointer("/status/completionTime").and_then(Value::as_str),
-            ) {
-                (Some(st), Some(ct)) => {
-                    match (st.parse::<jiff::Timestamp>(), ct.parse::<jiff::Timestamp>()) {
-                        (Ok(a), Ok(b)) => human_duration(b.as_second() - a.as_second()),
-                        _ => String::new(),
-                    }
-                }
-                (Some(st), None) => age_of(st),
-                _ => String::new(),
-            };
-            vec![
-                name,
-                json!(status),
-                json!(completions),
-                json!(duration),
-                json!(age(o)),
-                json!(c),
-                json!(im),
-                json!(selector(o)),
-            ]
-        }
-        "CronJob" => {
-            let (c, im) = containers_images(o, "/spec/jobTemplate/spec/template/spec");
-            let last = s(o, "/status/lastScheduleTime");
-            vec![
-                name,
-                json!(s(o, "/spec/schedule")),
-                json!(or_none(s(o, "/spec/timeZone").into())),
-                json!(o.pointer("/spec/suspend") == Some(&json!(true))),
-                json!(arr(o, "/status/active").len()),
-                json!(if last.is_empty() {
-                    "<none>".into()
-                } else {
-                    age_of(last)
-                }),
-                json!(age(o)),
-                json!(c),
-                json!(im),
-                json!(selector(o)),
-            ]
-        }
-        "Ingress" => {
-            let hosts: Vec<&str> = arr(o, "/spec/rules")
-                .iter()
-                .map(|r| s(r, "/host"))
-                .map(|h| if h.is_empty() { "*" } else { h })
-                .collect();
-            let addrs: Vec<&str> = arr(o, "/status/loadBalancer/ingress")
-                .iter()
-                .map(|x| s(x, "/ip"))
-                .collect();
-            let ports = if arr(o, "/spec/tls").is_empty() {
-                "80"
-            } else {
-                "80, 443"
-            };
-            vec![
-                name,
-                json!(or_none(s(o, "/spec/ingressClassName").into())),
-                json!(if hosts.is_empty() {
-                    "*".into()
-                } else {
-                    hosts.join(",")
-                }),
-                json!(addrs.join(",")),
-                json!(ports),
-                json!(age(o)),
-            ]
-        }
-        "PersistentVolumeClaim" => vec![
-            name,
-            json!(s(o, "/status/phase")),
-            json!(s(o, "/spec/volumeName")),
-            json!(s(o, "/status/capacity/storage")),
-            json!(access_modes(o, "/status/accessModes")),
-            json!(or_none(s(o, "/spec/storageClassName").into())),
-            json!("<unset>"),
-            json!(age(o)),
-            json!(s(o, "/spec/volumeMode")),
-        ],
-        "PersistentVolume" => {
-            let claim = match (
-                s(o, "/spec/claimRef/namespace"),
-                s(o, "/spec/claimRef/name"),
-            ) {
-                (_, "") => String::new(),
-                (ns, n) => format!("{ns}/{n}"),
-            };
-            vec![
-                name,
-                json!(s(o, "/spec/capacity/storage")),
-                json!(access_modes(o, "/spec/accessModes")),
-                json!(s(o, "/spec/persistentVolumeReclaimPolicy")),
-                json!(s(o, "/status/phase")),
-                json!(claim),
-                json!(s(o, "/spec/storageClassName")),
-                json!("<unset>"),
-                json!(s(o, "/status/reason")),
-                json!(age(o)),
-                json!(s(o, "/spec/volumeMode")),
-            ]
-        }
-        "StorageClass" => {
-            let default = o
-                .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
-                == Some(&json!("true"));
-            let shown = if default {
-                format!("{} (default)", s(o, "/metadata/name"))
-            } else {
-                s(o, "/metadata/name").to_string()
-            };
-            vec![
-                json!(shown),
-                json!(s(o, "/provisioner")),
-                json!(or_none(s(o, "/reclaimPolicy").into()).replace("<none>", "Delete")),
-                json!(or_none(s(o, "/volumeBindingMode").into()).replace("<none>", "Immediate")),
-                json!(o.pointer("/allowVolumeExpansion") == Some(&json!(true))),
-                json!(age(o)),
-            ]
-        }
-        "ConfigMap" => {
-            let n = o
-                .get("data")
-                .and_then(Value::as_object)
-                .map_or(0, |m| m.len())
-                + o.get("binaryData")
-                    .and_then(Value::as_object)
-                    .map_or(0, |m| m.len());
-            vec![name, json!(n), json!(age(o))]
-        }
-        "Secret" => {
-            let n = o
-                .get("data")
-                .and_then(Value::as_object)
-                .map_or(0, |m| m.len());
-            vec![name, json!(s(o, "/type")), json!(n), json!(age(o))]
-        }
-        "Role" | "ClusterRole" => vec![name, json!(s(o, "/metadata/creationTimestamp"))],
-        "RoleBinding" | "ClusterRoleBinding" => {
-            let role = format!("{}/{}", s(o, "/roleRef/kind"), s(o, "/roleRef/name"));
-            let [users, groups, sas] = subjects(o);
-            vec![
-                name,
-                json!(role),
-                json!(age(o)),
-                json!(users),
-                json!(groups),
-                json!(sas),
-            ]
-        }
-        _ => vec![name, json!(age(o))],
-    }
-}
-
-fn column_definitions(kind: &str) -> Vec<Value> {
-    columns(kind)
+fn column_definitions(res: &Resource) -> Vec<Value> {
+    res.strategy
+        .columns()
         .into_iter()
         .map(|c| {
             let mut d = json!({"name": c.name, "type": c.ty, "format": "", "description": c.name, "priority": if c.wide { 1 } else { 0 }});
@@ -765,7 +295,7 @@ fn row(res: &Resource, obj: &Value) -> Value {
         m.remove("managedFields");
     }
     json!({
-        "cells": cells(res.kind, obj),
+        "cells": res.strategy.cells(obj),
         "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta},
     })
 }
@@ -775,7 +305,7 @@ pub fn for_list(res: &Resource, items: &[Value], list_meta: Value) -> Value {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_meta,
-        "columnDefinitions": column_definitions(res.kind),
+        "columnDefinitions": column_definitions(res),
         "rows": items.iter().map(|o| row(res, o)).collect::<Vec<_>>(),
     })
 }

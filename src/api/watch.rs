@@ -15,11 +15,10 @@ use tokio::time::Instant;
 
 use super::object;
 use super::request::list::{list_objects, parse_rv, ListRead};
-use super::request::Ctx;
+use super::request::{Ctx, View};
 use super::resources::Resource;
 use super::selectors::{labels_of, FieldSelector, LabelSelector};
 use super::status::{ApiError, Cause};
-use super::table;
 use crate::store::{Consistency, Event, EventKind, WatchStream};
 
 /// Upstream's minimum request timeout for watches without `timeoutSeconds`.
@@ -70,7 +69,7 @@ impl Drop for Open {
 struct State {
     res: &'static Resource,
     filter: Filter,
-    table: bool,
+    view: View,
     pending: VecDeque<Bytes>,
     events: WatchStream,
     deadline: Instant,
@@ -86,10 +85,10 @@ struct State {
 
 impl State {
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
-        let object = if self.table && kind != "BOOKMARK" {
-            table::for_object(self.res, obj)
-        } else {
+        let object = if kind == "BOOKMARK" {
             obj.clone()
+        } else {
+            self.view.render(self.res, obj.clone())
         };
         event_line(kind, object.to_string().as_bytes())
     }
@@ -101,7 +100,7 @@ impl State {
         if !self.filter.key_matches(&e.kv.key) {
             return None;
         }
-        if !self.filter.selects() && !self.table {
+        if !self.filter.selects() && self.view == View::Object {
             // No selector: the stored bytes go out as they are, with the version added.
             let (kind, kv) = match e.kind {
                 EventKind::Put if e.prev.is_some() => ("MODIFIED", &e.kv),
@@ -236,7 +235,10 @@ pub async fn serve(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let res = ctx.res();
     let filter = Filter {
         ls: LabelSelector::parse(ctx.q.get("labelSelector").unwrap_or(""))?,
-        fs: FieldSelector::parse(ctx.q.get("fieldSelector").unwrap_or(""), res.kind)?,
+        fs: FieldSelector::parse(
+            ctx.q.get("fieldSelector").unwrap_or(""),
+            res.strategy.selectable_fields(),
+        )?,
         key: ctx.t.name.as_ref().map(|n| res.key(ctx.ns(), n)),
     };
     let timeout = match ctx.q.get("timeoutSeconds") {
@@ -246,7 +248,7 @@ pub async fn serve(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
                 .map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds {t:?}")))?,
         ),
     };
-    let table = ctx.wants_table();
+    let view = ctx.view();
     let bookmarks = ctx.q.flag("allowWatchBookmarks");
     let send_initial = send_initial_events(ctx)?;
     let rv = ctx.q.given("resourceVersion");
@@ -268,11 +270,11 @@ pub async fn serve(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let after = match (&initial, rv) {
         (Some(page), _) => {
             for item in page.items.iter().filter(|l| filter.key_matches(&l.kv.key)) {
-                let line = if table {
-                    let object = table::for_object(res, &item.object()?);
-                    event_line("ADDED", object.to_string().as_bytes())
-                } else {
+                let line = if view == View::Object {
                     event_line("ADDED", &item.json()?)
+                } else {
+                    let object = view.render(res, item.object()?);
+                    event_line("ADDED", object.to_string().as_bytes())
                 };
                 pending.push_back(line);
             }
@@ -307,7 +309,7 @@ pub async fn serve(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let st = State {
         res,
         filter,
-        table,
+        view,
         pending,
         events,
         deadline: Instant::now() + timeout,

@@ -221,7 +221,20 @@ impl Reconciler for EndpointsController {
                 } else {
                     entry.not_ready.push(address);
                 }
-                slice_ports.get_or_insert(resolved);
+                // A slice's port always has a name ("" when unnamed), as upstream writes
+                // it: kubectl describe dereferences it.
+                slice_ports.get_or_insert_with(|| {
+                    resolved
+                        .iter()
+                        .map(|p| {
+                            let mut p = p.clone();
+                            if p.get("name").is_none() {
+                                p["name"] = json!("");
+                            }
+                            p
+                        })
+                        .collect()
+                });
                 slice_endpoints.push(json!({
                     "addresses": [ip], "nodeName": node, "targetRef": target,
                     "conditions": {"ready": ready, "serving": ready, "terminating": false},

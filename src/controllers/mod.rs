@@ -9,6 +9,7 @@ mod expectations;
 mod gc;
 mod job;
 mod loadbalancer;
+mod namespace;
 mod nodeipam;
 mod nodelifecycle;
 pub mod pods;
@@ -74,8 +75,13 @@ fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
         };
         let shared = Shared::start(client);
         shared.ready().await;
-        let rs = replicaset::ReplicaSetController::new(shared.clone());
-        run(rs.clone(), rs.sources(), &opts);
+        for flavor in [
+            replicaset::Flavor::ReplicaSet,
+            replicaset::Flavor::ReplicationController,
+        ] {
+            let rs = replicaset::ReplicaSetController::new(shared.clone(), flavor);
+            run(rs.clone(), rs.sources(), &opts);
+        }
         let d = deployment::DeploymentController::new(shared.clone());
         run(d.clone(), d.sources(), &opts);
         let nl = nodelifecycle::NodeLifecycle::new(shared.clone(), opts.node_grace);
@@ -102,6 +108,8 @@ fn start_term(opts: ControllerOptions, arbiter: &Arbiter) -> bool {
         run(sa.clone(), sa.sources(), &opts);
         let ca = serviceaccount::RootCaPublisher::new(shared.clone(), opts.api.ca_pem.clone());
         run(ca.clone(), ca.sources(), &opts);
+        let ns = namespace::NamespaceController::new(shared.clone());
+        run(ns.clone(), ns.sources(), &opts);
         let gc = gc::GarbageCollector::new(shared.clone());
         run(gc.clone(), gc.sources(), &opts);
         crate::scheduler::Scheduler::new(shared.clone()).start();

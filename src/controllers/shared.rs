@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
-    ServiceAccount,
+    ConfigMap, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    ReplicationController, Service, ServiceAccount,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
@@ -22,6 +22,7 @@ pub struct Shared {
     pub client: Client,
     pub pods: Arc<Informer<Pod>>,
     pub replicasets: Arc<Informer<ReplicaSet>>,
+    pub replication_controllers: Arc<Informer<ReplicationController>>,
     pub deployments: Arc<Informer<Deployment>>,
     pub nodes: Arc<Informer<Node>>,
     pub services: Arc<Informer<Service>>,
@@ -46,6 +47,7 @@ impl Shared {
         Arc::new(Shared {
             pods: Informer::start(Api::all(client.clone())),
             replicasets: Informer::start(Api::all(client.clone())),
+            replication_controllers: Informer::start(Api::all(client.clone())),
             deployments: Informer::start(Api::all(client.clone())),
             nodes: Informer::start(Api::all(client.clone())),
             services: Informer::start(Api::all(client.clone())),
@@ -114,6 +116,7 @@ impl Shared {
     pub async fn ready(&self) {
         let _ = self.pods.store.wait_until_ready().await;
         let _ = self.replicasets.store.wait_until_ready().await;
+        let _ = self.replication_controllers.store.wait_until_ready().await;
         let _ = self.deployments.store.wait_until_ready().await;
         let _ = self.nodes.store.wait_until_ready().await;
         let _ = self.services.store.wait_until_ready().await;

@@ -123,7 +123,10 @@ impl Kubelet {
                     }
                 }
                 let ready = node_ctx.sandboxes.subnet().is_some();
-                if let Err(e) = registration::update_status(&node_ctx.client, &host, ready).await {
+                let images = node_ctx.images.list();
+                let written =
+                    registration::update_status(&node_ctx.client, &host, ready, &images).await;
+                if let Err(e) = written {
                     warn!(error = %e, "node status update failed");
                 }
             }

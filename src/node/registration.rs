@@ -1,17 +1,20 @@
 //! The Node object of this agent (capacity read from the host, addresses, nodeInfo,
-//! conditions) and its Lease in `kube-node-lease`, the heartbeat the node lifecycle
+//! daemonEndpoints, images, conditions) and its Lease in `kube-node-lease`, the heartbeat the node lifecycle
 //! controller watches.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    ContainerImage, Node, NodeAddress, NodeCondition, NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
+use super::image::ImageRecord;
 use super::NodeError;
 
 /// Node annotation with the port of the node's metrics endpoint (`http_listen_addr`);
@@ -257,13 +260,53 @@ pub async fn update_status(
     client: &Client,
     h: &HostInfo,
     network_ready: bool,
+    images: &[ImageRecord],
 ) -> Result<Node, NodeError> {
     let api: Api<Node> = Api::all(client.clone());
     let current = api.get(&h.name).await?;
-    let patch = json!({ "status": status(h, network_ready, Some(&current)) });
+    let mut status = status(h, network_ready, Some(&current));
+    status["images"] = json!(node_images(images));
+    let patch = json!({ "status": status });
     Ok(api
         .patch_status(&h.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?)
+}
+
+/// Upstream's `nodeStatusMaxImages`: the node reports its largest images only.
+const MAX_IMAGES: usize = 50;
+
+/// The images on the node, largest first, each by digest and by tag (`status.images`).
+fn node_images(images: &[ImageRecord]) -> Vec<ContainerImage> {
+    let mut by_digest: BTreeMap<&str, (Vec<String>, u64)> = BTreeMap::new();
+    for i in images {
+        let repo = i.reference.split_once('@').map_or_else(
+            || {
+                let last = i.reference.rfind('/').map_or(0, |p| p + 1);
+                match i.reference[last..].rfind(':') {
+                    Some(c) => &i.reference[..last + c],
+                    None => i.reference.as_str(),
+                }
+            },
+            |(r, _)| r,
+        );
+        let e = by_digest.entry(&i.digest).or_default();
+        for name in [format!("{repo}@{}", i.digest), i.reference.clone()] {
+            if !e.0.contains(&name) {
+                e.0.push(name);
+            }
+        }
+        e.1 = e.1.max(i.size);
+    }
+    let mut out: Vec<ContainerImage> = by_digest
+        .into_values()
+        .map(|(names, size)| ContainerImage {
+            names: Some(names),
+            size_bytes: Some(size as i64),
+        })
+        .collect();
+    out.sort_by_key(|i| std::cmp::Reverse(i.size_bytes));
+    out.truncate(MAX_IMAGES);
+    out
 }
 
 /// Renews (or creates) the node's Lease.
@@ -315,6 +358,41 @@ mod tests {
 
     fn node(v: serde_json::Value) -> Node {
         serde_json::from_value(v).expect("node")
+    }
+
+    #[test]
+    fn images_are_reported_by_digest_and_tag_largest_first() {
+        let record = |reference: &str, digest: &str, size: u64| ImageRecord {
+            reference: reference.into(),
+            digest: digest.into(),
+            layers: vec![],
+            size,
+            config: Default::default(),
+        };
+        let images = node_images(&[
+            record("docker.io/library/busybox:1.36", "sha256:aa", 10),
+            record("docker.io/library/busybox:latest", "sha256:aa", 10),
+            record("10.90.0.1:5000/app:v2", "sha256:bb", 99),
+        ]);
+        let names: Vec<Vec<String>> = images
+            .iter()
+            .map(|i| i.names.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                vec![
+                    "10.90.0.1:5000/app@sha256:bb".to_string(),
+                    "10.90.0.1:5000/app:v2".into()
+                ],
+                vec![
+                    "docker.io/library/busybox@sha256:aa".to_string(),
+                    "docker.io/library/busybox:1.36".into(),
+                    "docker.io/library/busybox:latest".into()
+                ],
+            ]
+        );
+        assert_eq!(images[0].size_bytes, Some(99));
     }
 
     #[test]

@@ -212,6 +212,18 @@ pub async fn authenticate(
             return Err(ApiError::Unauthorized.into());
         }
     };
+    let user = match req.app_data::<web::Data<ApiState>>().cloned() {
+        Some(state) if !user.is_anonymous() => {
+            match super::impersonate::resolve(&state, user, req.headers()).await {
+                Ok(u) => u,
+                Err(e) => {
+                    drain(&mut req).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        _ => user,
+    };
     req.extensions_mut().insert(user.clone());
     // Resource requests are authorized by their handler, which knows the resource.
     if !resource_path(&path) && !public(&path) {

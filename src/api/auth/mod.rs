@@ -1,6 +1,7 @@
 //! Who is asking (authentication) and whether they may (authorization).
 
 pub mod delegated;
+pub mod impersonate;
 pub mod rbac;
 pub mod rbac_cache;
 pub mod review;

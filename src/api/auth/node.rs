@@ -6,6 +6,9 @@
 use serde_json::Value;
 
 use super::{Attributes, Decision, UserInfo};
+use crate::api::registry::coordination::lease as leases;
+use crate::api::registry::core::node as nodes;
+use crate::api::resources::Resource;
 use crate::api::state::ApiState;
 use crate::api::status::ApiError;
 use crate::store::Consistency;
@@ -72,7 +75,7 @@ fn own(node: &str, a: &Attributes, name: &str) -> Decision {
 
 /// NodeRestriction on create: a node creates only its own Node and Lease. The name is in
 /// the body, which the authorizer does not see (`own` leaves creates to RBAC).
-pub fn admit_create(user: &UserInfo, kind: &str, obj: &Value) -> Result<(), ApiError> {
+pub fn admit_create(user: &UserInfo, res: &Resource, obj: &Value) -> Result<(), ApiError> {
     let Some(node) = user.node_name() else {
         return Ok(());
     };
@@ -80,15 +83,20 @@ pub fn admit_create(user: &UserInfo, kind: &str, obj: &Value) -> Result<(), ApiE
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    match kind {
-        "Node" if name != node => Err(ApiError::Forbidden(format!(
-            "node {node:?} is not allowed to modify node {name:?}"
-        ))),
-        "Lease" if name != node => Err(ApiError::Forbidden(format!(
-            "node {node:?} can only access node lease with the same name as the requesting node, not {name:?}"
-        ))),
-        _ => Ok(()),
+    if name == node {
+        return Ok(());
     }
+    if std::ptr::eq(res, &nodes::RESOURCE) {
+        return Err(ApiError::Forbidden(format!(
+            "node {node:?} is not allowed to modify node {name:?}"
+        )));
+    }
+    if std::ptr::eq(res, &leases::RESOURCE) {
+        return Err(ApiError::Forbidden(format!(
+            "node {node:?} can only access node lease with the same name as the requesting node, not {name:?}"
+        )));
+    }
+    Ok(())
 }
 
 async fn load(state: &ApiState, key: &str) -> Option<Value> {
@@ -217,19 +225,20 @@ mod tests {
             ..Default::default()
         };
         let named = |n: &str| json!({"metadata": {"name": n}});
-        assert!(admit_create(&node, "Node", &named("n1")).is_ok());
-        assert!(admit_create(&node, "Lease", &named("n1")).is_ok());
-        for kind in ["Node", "Lease"] {
-            let err = admit_create(&node, kind, &named("n2")).expect_err(kind);
-            assert!(matches!(err, ApiError::Forbidden(_)), "{kind}");
+        assert!(admit_create(&node, &nodes::RESOURCE, &named("n1")).is_ok());
+        assert!(admit_create(&node, &leases::RESOURCE, &named("n1")).is_ok());
+        for res in [&nodes::RESOURCE, &leases::RESOURCE] {
+            let err = admit_create(&node, res, &named("n2")).expect_err(res.kind);
+            assert!(matches!(err, ApiError::Forbidden(_)), "{}", res.kind);
         }
         // Not a node (no system:nodes group): RBAC alone decided.
         let admin = UserInfo {
             username: "system:node:n1".into(),
             ..Default::default()
         };
-        assert!(admit_create(&admin, "Node", &named("n2")).is_ok());
-        assert!(admit_create(&node, "ConfigMap", &named("n2")).is_ok());
+        assert!(admit_create(&admin, &nodes::RESOURCE, &named("n2")).is_ok());
+        let configmaps = &crate::api::registry::core::configmap::RESOURCE;
+        assert!(admit_create(&node, configmaps, &named("n2")).is_ok());
     }
 
     #[test]

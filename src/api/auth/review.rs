@@ -13,26 +13,11 @@ use super::{Attributes, Decision, UserInfo};
 use crate::api::body;
 use crate::api::object;
 use crate::api::request::Ctx;
-use crate::api::resources::Resource;
 use crate::api::state::ApiState;
 use crate::api::status::{ApiError, Cause};
 
 pub const AUTHORIZATION_GROUP: &str = "authorization.k8s.io";
 pub const AUTHENTICATION_GROUP: &str = "authentication.k8s.io";
-
-/// Whether `res` is one of the review kinds this module serves (instead of the store).
-pub fn is_review(res: &Resource) -> bool {
-    matches!(
-        (res.group, res.kind),
-        (
-            AUTHORIZATION_GROUP,
-            "SelfSubjectAccessReview"
-                | "SelfSubjectRulesReview"
-                | "SubjectAccessReview"
-                | "LocalSubjectAccessReview"
-        ) | (AUTHENTICATION_GROUP, "SelfSubjectReview" | "TokenReview")
-    )
-}
 
 pub async fn handle(
     ctx: &Ctx<'_>,

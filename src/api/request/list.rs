@@ -246,7 +246,10 @@ const EXPIRED_CONTINUE: &str = "The provided continue parameter is too old to di
 pub async fn list_objects(ctx: &Ctx<'_>, read: &ListRead) -> Result<Page, ApiError> {
     let res = ctx.res();
     let ls = LabelSelector::parse(ctx.q.get("labelSelector").unwrap_or(""))?;
-    let fs = FieldSelector::parse(ctx.q.get("fieldSelector").unwrap_or(""), res.kind)?;
+    let fs = FieldSelector::parse(
+        ctx.q.get("fieldSelector").unwrap_or(""),
+        res.strategy.selectable_fields(),
+    )?;
     let selecting = !ls.is_empty() || !fs.is_empty();
     let prefix = res.scope_prefix(ctx.ns());
     // Without selectors the store cuts the page; with them every key after the start is read.

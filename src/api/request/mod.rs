@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::object::{self, subject};
 use super::path::Target;
@@ -76,12 +76,22 @@ impl Ctx<'_> {
         self.res().key(self.ns(), self.name())
     }
 
-    pub fn wants_table(&self) -> bool {
-        self.req
+    /// How objects go back: as they are, as a `Table` (kubectl get), or as
+    /// `PartialObjectMetadata` (metadata-only clients such as the garbage collector).
+    pub fn view(&self) -> View {
+        let accept = self
+            .req
             .headers()
             .get("accept")
             .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.contains("as=Table"))
+            .unwrap_or("");
+        if accept.contains("as=Table") {
+            View::Table
+        } else if accept.contains("as=PartialObjectMetadata") {
+            View::Metadata
+        } else {
+            View::Object
+        }
     }
 
     pub fn content_type(&self) -> Option<&str> {
@@ -161,13 +171,36 @@ pub fn verb(method: &Method, t: &Target, q: &Query) -> &'static str {
     }
 }
 
-/// An object answer (as a Table when asked), with `Warning` headers.
+/// What a client asked objects to come back as (`Accept: ...;as=...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    Object,
+    Table,
+    Metadata,
+}
+
+impl View {
+    pub fn render(self, res: &Resource, obj: Value) -> Value {
+        match self {
+            View::Object => obj,
+            View::Table => table::for_object(res, &obj),
+            View::Metadata => partial(&obj),
+        }
+    }
+}
+
+/// An object as `PartialObjectMetadata` (meta.k8s.io/v1).
+pub fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// An object answer (as a Table or metadata when asked), with `Warning` headers.
 pub fn respond(ctx: &Ctx<'_>, code: u16, obj: Value, warnings: &[String]) -> HttpResponse {
-    let body = if ctx.wants_table() {
-        table::for_object(ctx.res(), &obj)
-    } else {
-        obj
-    };
+    let body = ctx.view().render(ctx.res(), obj);
     let mut r = HttpResponse::build(
         actix_web::http::StatusCode::from_u16(code).unwrap_or(actix_web::http::StatusCode::OK),
     );

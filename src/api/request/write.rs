@@ -5,28 +5,45 @@
 use serde_json::Value;
 
 use super::Ctx;
+use crate::api::admission;
 use crate::api::object::{self, subject};
+use crate::api::registry::Storage;
+use crate::api::resources::Resource;
 use crate::api::services;
 use crate::api::status::ApiError;
-use crate::api::{defaults, validate};
 
 /// Writes are retried this many times when they lose an optimistic-concurrency race that
 /// the client did not ask to detect (no resourceVersion precondition).
 pub const WRITE_ATTEMPTS: usize = 8;
 
-/// Defaults and validates `obj` for writing; returns warnings.
-pub fn admit(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
-    defaults::apply(ctx.res().kind, obj);
-    crate::api::auth::rbac::admit(ctx, obj)?;
-    if ctx.res().kind == "Pod" {
-        defaults::pod_tolerations(obj, ctx.state.toleration_seconds);
-    }
-    validate::check(ctx.res(), obj, ctx.field_validation()?)
+/// Admission of a new object: mutating plugins, the kind's strategy (defaults, preparation,
+/// validation), validating plugins. Returns warnings.
+pub async fn admit_create(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+    admission::mutate_create(ctx, obj).await?;
+    let res = ctx.res();
+    let warnings = res
+        .strategy
+        .admit_create(res, obj, ctx.field_validation()?)?;
+    admission::validate_create(ctx, obj).await?;
+    Ok(warnings)
+}
+
+/// Admission of an update of `old`: the kind's strategy, then validating plugins.
+pub fn admit_update(ctx: &Ctx<'_>, old: &Value, new: &mut Value) -> Result<Vec<String>, ApiError> {
+    let res = ctx.res();
+    let warnings = res
+        .strategy
+        .admit_update(res, old, new, ctx.field_validation()?)?;
+    admission::validate_update(ctx, new)?;
+    Ok(warnings)
 }
 
 /// Whether writing `new` removes the object: it is being deleted (not gracefully) and its last
-/// finalizer is gone.
-pub fn removes(new: &Value) -> bool {
+/// finalizer is gone (for a namespace, the ones in its spec too).
+pub fn removes(res: &Resource, new: &Value) -> bool {
+    if res.strategy.finalizing(new) {
+        return false;
+    }
     let finalizers_empty = new
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -54,9 +71,9 @@ pub async fn store_update(
     if ctx.q.dry_run() {
         return Ok(new);
     }
-    let rev = if removes(&new) {
-        let (store, kind, key) = (&ctx.state.store, ctx.res().kind, ctx.key());
-        let gone = services::delete(store, kind, &key, Some(old_rev), old).await;
+    let rev = if removes(ctx.res(), &new) {
+        let (store, storage, key) = (&ctx.state.store, ctx.res().strategy.storage(), ctx.key());
+        let gone = services::delete(store, storage, &key, Some(old_rev), old).await;
         gone.map_err(|e| ctx.store_err(e))?
     } else {
         let bytes = object::to_bytes(&new)?;
@@ -95,18 +112,13 @@ where
             }
         }
         object::prepare_update(ctx.res(), &old, &mut new, status_only)?;
-        let service = ctx.res().kind == "Service" && !status_only;
-        if service {
-            services::prepare_update(&old, &mut new);
-        }
+        let allocating = ctx.res().strategy.storage() == Storage::ServiceAllocations;
         let warnings = if status_only {
             Vec::new()
         } else {
-            let warnings = admit(ctx, &mut new)?;
-            validate::check_update(ctx.res(), &old, &new)?;
-            warnings
+            admit_update(ctx, &old, &mut new)?
         };
-        let written = if service && !removes(&new) {
+        let written = if allocating && !status_only && !removes(ctx.res(), &new) {
             let (who, target) = (
                 subject(ctx.res(), ctx.name()),
                 services::Write::Update(ctx.key(), kv.mod_revision),

@@ -3,6 +3,7 @@
 //! `kube-dns` Service in `kube-system` (the DNS address), and allocation keys that match the
 //! stored Services. Idempotent; servers starting together do not undo each other's work.
 
+use crate::api::validate::FieldValidation;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -149,7 +150,13 @@ async fn ensure_service(
         warn!("bootstrap service {ns}/{name}: {e}");
         return Ok(());
     }
-    crate::api::defaults::apply("Service", &mut obj);
+    if let Err(e) = res
+        .strategy
+        .admit_create(res, &mut obj, FieldValidation::Ignore)
+    {
+        warn!("bootstrap service {ns}/{name}: {e}");
+        return Ok(());
+    }
     let writer = Writer {
         store,
         net,

@@ -20,9 +20,10 @@ use plan::{
     cluster_ip, needs_cluster_ip, needs_health_check_port, needs_node_port, set_at, Claim, Held,
     Plan, PlanError, Taken,
 };
-pub use validate::check as validate;
+pub use validate::{spec as validate_spec, update as validate_update};
 
 use super::object;
+use super::registry::Storage;
 use super::status::{ApiError, Subject};
 use crate::config::{Config, ConfigError};
 use crate::store::{Consistency, Op, StoreClient, StoreError};
@@ -179,15 +180,16 @@ async fn taken(store: &StoreClient) -> Result<Taken, StoreError> {
 }
 
 /// Deletes a stored object (at `rev`, when given); a Service's allocations go with it, in the
-/// same transaction. Returns the deletion revision.
+/// same transaction (`storage` says which kind of storage the key has). Returns the deletion
+/// revision.
 pub async fn delete(
     store: &StoreClient,
-    kind: &str,
+    storage: Storage,
     key: &str,
     rev: Option<u64>,
     stored: &Value,
 ) -> Result<u64, StoreError> {
-    let mut releases = if kind == "Service" {
+    let mut releases = if storage == Storage::ServiceAllocations {
         Held::of(stored).keys()
     } else {
         Vec::new()

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use serde_json::Value;
 
 use super::plan::{cluster_ip, go_strings, kind_of, needs_health_check_port};
@@ -26,7 +27,104 @@ fn strings(v: Option<&Value>) -> Vec<&str> {
         .collect()
 }
 
-pub fn check(svc: &Value, causes: &mut Vec<Cause>) {
+/// A Service's spec: its type, ports, addresses, families and node ports.
+pub fn spec(obj: &Value, causes: &mut Vec<Cause>) {
+    let ty = obj
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    let allowed = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+    if !allowed.contains(&ty) {
+        causes.push(Cause::not_supported(
+            "spec.type",
+            format!("\"{ty}\""),
+            &allowed,
+        ));
+    }
+    check(obj, causes);
+    let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
+    if ty != "ExternalName"
+        && ports.is_none_or(|p| p.is_empty())
+        && obj.pointer("/spec/clusterIP").and_then(Value::as_str) != Some("None")
+    {
+        causes.push(Cause::required("spec.ports"));
+    }
+    let mut seen = HashSet::new();
+    for (i, p) in ports.into_iter().flatten().enumerate() {
+        let port = |v: Option<i64>, field: &str, required: bool, causes: &mut Vec<Cause>| match v {
+            None if required => causes.push(Cause::required(field)),
+            Some(p) if !(1..=65535).contains(&p) => causes.push(Cause::invalid(
+                field,
+                p,
+                "must be between 1 and 65535, inclusive",
+            )),
+            _ => {}
+        };
+        port(
+            p.get("port").and_then(Value::as_i64),
+            &format!("spec.ports[{i}].port"),
+            true,
+            causes,
+        );
+        port(
+            p.get("nodePort")
+                .and_then(Value::as_i64)
+                .filter(|n| *n != 0),
+            &format!("spec.ports[{i}].nodePort"),
+            false,
+            causes,
+        );
+        let key = (
+            p.get("port").and_then(Value::as_i64),
+            p.get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or("TCP")
+                .to_string(),
+        );
+        if !seen.insert(key.clone()) {
+            causes.push(Cause::duplicate(
+                format!("spec.ports[{i}]"),
+                format!("{{{:?}, \"{}\"}}", key.0.unwrap_or(0), key.1),
+            ));
+        }
+        if ports.is_some_and(|ps| ps.len() > 1)
+            && p.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+        {
+            causes.push(Cause::required(format!("spec.ports[{i}].name")));
+        }
+    }
+}
+
+/// `validateUpgradeDowngradeClusterIPs`: outside ExternalName, allocated addresses stay.
+pub fn update(new: &Service, old: &Service, causes: &mut Vec<Cause>) {
+    let spec = |s: &Service| s.spec.clone().unwrap_or_default();
+    let (new, old) = (spec(new), spec(old));
+    let external = |s: &ServiceSpec| s.type_.as_deref() == Some("ExternalName");
+    if external(&new) || external(&old) {
+        return;
+    }
+    let ips = |s: &ServiceSpec| s.cluster_ips.clone().unwrap_or_default();
+    let (new_ips, old_ips) = (ips(&new), ips(&old));
+    let headless = |ips: &[String]| ips == ["None"];
+    if headless(&new_ips) && headless(&old_ips) {
+        return;
+    }
+    if let (Some(n), Some(o)) = (new_ips.first(), old_ips.first()) {
+        if n != o {
+            // Upstream shows the whole new list as the value.
+            causes.push(Cause::invalid(
+                "spec.clusterIPs[0]",
+                serde_json::to_string(&new_ips).unwrap_or_default(),
+                "may not change once set",
+            ));
+        }
+    }
+}
+
+fn check(svc: &Value, causes: &mut Vec<Cause>) {
     let ty = kind_of(svc);
     let spec = svc.get("spec");
     let field = |k: &str| spec.and_then(|s| s.get(k)).filter(|v| !v.is_null());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -52,8 +52,9 @@ pub async fn update(
         terminating_replicas: old.terminating_replicas,
     };
     if new != old {
-        let api: Api<ReplicaSet> =
-            Api::namespaced(c.shared.client.clone(), &rs.namespace().unwrap_or_default());
+        let ns = rs.namespace().unwrap_or_default();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(c.shared.client.clone(), &ns, &c.flavor.resource());
         api.patch_status(
             &rs.name_any(),
             &PatchParams::default(),

@@ -14,19 +14,13 @@ use super::status;
 use super::ReplicaSetController;
 use crate::controllers::pods::{self, is_active, owner_ref};
 use crate::controllers::runtime::{split, ReconcileError, ReconcileResult};
-use crate::controllers::shared::obj_ref;
 
 /// Most pods created or deleted in one reconcile (upstream's burstReplicas).
 const BURST: usize = 500;
 
 pub async fn sync(c: &ReplicaSetController, key: &str) -> ReconcileResult {
     let (ns, name) = split(key);
-    let Some(rs) = c
-        .shared
-        .replicasets
-        .store
-        .get(&obj_ref::<ReplicaSet>(ns, name))
-    else {
+    let Some(rs) = c.get(ns, name) else {
         c.expectations.borrow_mut().forget(key);
         return Ok(None);
     };
@@ -55,13 +49,13 @@ pub async fn sync(c: &ReplicaSetController, key: &str) -> ReconcileResult {
     })
 }
 
-fn pod_from_template(rs: &ReplicaSet) -> Result<Pod, ReconcileError> {
+fn pod_from_template(c: &ReplicaSetController, rs: &ReplicaSet) -> Result<Pod, ReconcileError> {
     let template = rs
         .spec
         .as_ref()
         .map(|s| s.template.clone().unwrap_or_default())
         .ok_or_else(|| ReconcileError::Other("ReplicaSet without spec".into()))?;
-    let owner = owner_ref("apps/v1", "ReplicaSet", &rs.metadata);
+    let owner = owner_ref(c.flavor.api_version(), c.flavor.kind(), &rs.metadata);
     let mut pod = pods::from_template(&template, owner, rs.namespace());
     pod.metadata.generate_name = Some(format!("{}-", rs.name_any()));
     Ok(pod)
@@ -77,7 +71,7 @@ async fn create(
 ) -> Result<(), ReconcileError> {
     let api: Api<Pod> =
         Api::namespaced(c.shared.client.clone(), &rs.namespace().unwrap_or_default());
-    let pod = pod_from_template(rs)?;
+    let pod = pod_from_template(c, rs)?;
     let mut left = count.min(BURST);
     c.expectations.borrow_mut().expect_adds(key, left);
     let mut batch = 1;
@@ -91,16 +85,14 @@ async fn create(
         if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
             // Neither the failed ones nor the batches not sent will show up.
             c.expectations.borrow_mut().lower_adds(key, left - ok);
-            c.shared
-                .recorder
-                .record(rs, true, "FailedCreate", format!("Error creating: {e}"));
+            c.record(rs, true, "FailedCreate", format!("Error creating: {e}"));
             return Err(e.into());
         }
         left -= n;
         batch *= 2;
     }
     if created > 0 {
-        c.shared.recorder.record(
+        c.record(
             rs,
             false,
             "SuccessfulCreate",
@@ -184,15 +176,13 @@ async fn delete(
                 c.expectations
                     .borrow_mut()
                     .observed(key, &p.uid().unwrap_or_default(), true);
-                c.shared
-                    .recorder
-                    .record(rs, true, "FailedDelete", format!("Error deleting: {e}"));
+                c.record(rs, true, "FailedDelete", format!("Error deleting: {e}"));
                 return Err(e.into());
             }
         }
     }
     if deleted > 0 {
-        c.shared.recorder.record(
+        c.record(
             rs,
             false,
             "SuccessfulDelete",

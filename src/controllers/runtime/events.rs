@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, PostParams};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 
 #[derive(Clone)]
 pub struct Recorder {
@@ -21,25 +21,38 @@ impl Recorder {
     where
         K: Resource<DynamicType = ()>,
     {
-        let ns = obj.namespace().unwrap_or_else(|| "default".into());
+        let kind = (K::api_version(&()), K::kind(&()));
+        self.record_as((&kind.0, &kind.1), obj.meta(), warning, reason, message);
+    }
+
+    /// As `record`, for an object given by its (apiVersion, kind) and metadata.
+    pub fn record_as(
+        &self,
+        (api_version, kind): (&str, &str),
+        meta: &ObjectMeta,
+        warning: bool,
+        reason: &str,
+        message: String,
+    ) {
+        let name = meta.name.clone().unwrap_or_default();
+        let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
         let now = Time(jiff::Timestamp::now());
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(format!(
-                    "{}.{:x}",
-                    obj.name_any(),
+                    "{name}.{:x}",
                     jiff::Timestamp::now().as_nanosecond()
                 )),
                 namespace: Some(ns.clone()),
                 ..Default::default()
             },
             involved_object: ObjectReference {
-                api_version: Some(K::api_version(&()).into_owned()),
-                kind: Some(K::kind(&()).into_owned()),
-                name: Some(obj.name_any()),
-                namespace: obj.namespace(),
-                uid: obj.uid(),
-                resource_version: obj.resource_version(),
+                api_version: Some(api_version.into()),
+                kind: Some(kind.into()),
+                name: Some(name),
+                namespace: meta.namespace.clone(),
+                uid: meta.uid.clone(),
+                resource_version: meta.resource_version.clone(),
                 ..Default::default()
             },
             reason: Some(reason.to_string()),

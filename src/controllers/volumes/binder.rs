@@ -8,10 +8,10 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::class::{default_class, waits_for_consumer, SELECTED_NODE};
-use crate::api::defaults::CLAIM_PROTECTION;
+use crate::api::registry::core::persistentvolumeclaim::PROTECTION as CLAIM_PROTECTION;
 use crate::controllers::runtime::{split, ReconcileResult};
 use crate::controllers::shared::{obj_ref, Shared};
-use crate::scheduler::resources::parse as quantity;
+use crate::k8s::quantity::parse as quantity;
 
 const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
 

@@ -9,12 +9,12 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::probes::ProbeState;
+use crate::k8s::quantity::parse as parse_quantity;
 use crate::node::image::ImageRecord;
 use crate::node::runtime::bundle::{BindMount, ContainerSpec};
 use crate::node::runtime::ExitRecord;
 use crate::node::sandbox::EtcFiles;
 use crate::node::NodeError;
-use crate::scheduler::resources::parse as parse_quantity;
 
 /// Restart back-off as upstream: 10 s doubling to 5 min; reset after 10 min of running.
 pub const BACKOFF_START: Duration = Duration::from_secs(10);

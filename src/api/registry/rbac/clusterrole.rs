@@ -1,0 +1,48 @@
+//! ClusterRoles: rules over resources and non-resource URLs, with aggregation.
+
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use serde_json::{json, Value};
+
+use crate::api::registry::{NameRule, Strategy};
+use crate::api::resources::Resource;
+use crate::api::status::Cause;
+use crate::api::table::{self, col, s, Col};
+
+pub struct ClusterRoles;
+
+pub static RESOURCE: Resource = Resource {
+    group: "rbac.authorization.k8s.io",
+    version: "v1",
+    plural: "clusterroles",
+    singular: "clusterrole",
+    kind: "ClusterRole",
+    namespaced: false,
+    short_names: &[],
+    categories: &[],
+    subresources: &[],
+    has_generation: false,
+    strategy: &ClusterRoles,
+};
+
+impl Strategy for ClusterRoles {
+    type Object = ClusterRole;
+
+    fn name_rule(&self) -> NameRule {
+        NameRule::PathSegment
+    }
+
+    fn validate_json(&self, obj: &Value, errs: &mut Vec<Cause>) {
+        super::validate("ClusterRole", obj, errs);
+    }
+
+    fn columns(&self) -> Vec<Col> {
+        vec![table::name_col(), col("Created At", "date")]
+    }
+
+    fn cells(&self, o: &Value) -> Vec<Value> {
+        vec![
+            table::name_cell(o),
+            json!(s(o, "/metadata/creationTimestamp")),
+        ]
+    }
+}
