@@ -252,6 +252,92 @@ async fn deployment_creates_one_replicaset_and_spreads_pods_over_nodes() {
         out == "old 3"
     })
     .await;
+
+    // ControllerRef claims: a ReplicaSet adopts a matching orphan instead of creating a pod,
+    // and releases a pod relabelled out of its selector (then replaces it).
+    e.ok(&[
+        "run",
+        "stray",
+        "--image=busybox:1.36",
+        "--labels=app=stray",
+        "-n",
+        "legacy",
+    ]);
+    let pods: Api<Pod> = Api::namespaced(e.client.clone(), "legacy");
+    until(Duration::from_secs(30), "the orphan scheduled", || async {
+        pods.get("stray")
+            .await
+            .is_ok_and(|p| p.spec.and_then(|s| s.node_name).is_some())
+    })
+    .await;
+    let rs = e.servers.dir.path().join("rs.yaml");
+    std::fs::write(
+        &rs,
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: claimer}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: stray}}\n  template:\n    metadata: {labels: {app: stray}}\n    spec:\n      containers: [{name: c, image: busybox:1.36}]\n",
+    )
+    .expect("manifest");
+    e.ok(&["apply", "-n", "legacy", "-f", rs.to_str().expect("utf-8")]);
+    let uid = Api::<ReplicaSet>::namespaced(e.client.clone(), "legacy")
+        .get("claimer")
+        .await
+        .expect("rs")
+        .metadata
+        .uid;
+    let controller = |p: &Pod| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.clone())
+    };
+    until(Duration::from_secs(30), "the orphan adopted", || async {
+        pods.get("stray").await.is_ok_and(|p| controller(&p) == uid)
+    })
+    .await;
+    let selected = |sel: &str| {
+        let pods = pods.clone();
+        let sel = sel.to_string();
+        async move {
+            pods.list(&ListParams::default().labels(&sel))
+                .await
+                .expect("pods")
+                .items
+        }
+    };
+    let owned = selected("app=stray").await;
+    assert_eq!(
+        owned.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+        ["stray"],
+        "adoption made the pod the set would have created"
+    );
+    e.ok(&[
+        "label",
+        "pod",
+        "stray",
+        "app=free",
+        "--overwrite",
+        "-n",
+        "legacy",
+    ]);
+    until(
+        Duration::from_secs(30),
+        "the relabelled pod released and replaced",
+        || async {
+            let released = pods
+                .get("stray")
+                .await
+                .is_ok_and(|p| controller(&p).is_none());
+            let replaced = selected("app=stray")
+                .await
+                .iter()
+                .filter(|p| active(p) && controller(p) == uid)
+                .count()
+                == 1;
+            released && replaced
+        },
+    )
+    .await;
 }
 
 /// Watches the pods of a namespace and records the extremes of (active, ready) pods.

@@ -1,6 +1,7 @@
 //! Controllers: actix actors fed by kube-rs informers over the API, run only on the replica
 //! that is the Raft leader (the controller manager starts and stops them with leadership).
 
+mod claim;
 mod cronjob;
 mod daemonset;
 mod deployment;

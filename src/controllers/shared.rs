@@ -89,16 +89,13 @@ impl Shared {
             .collect()
     }
 
-    /// Cached pods in `ns` whose controller is the object with `uid`.
-    pub fn pods_controlled_by(&self, ns: Option<&str>, uid: &str) -> Vec<Arc<Pod>> {
+    /// Cached pods in `ns` (what a controller claims from).
+    pub fn pods_in(&self, ns: Option<&str>) -> Vec<Arc<Pod>> {
         self.pods
             .store
             .state()
             .into_iter()
-            .filter(|p| {
-                p.metadata.namespace.as_deref() == ns
-                    && super::pods::controlled_by(&p.metadata, uid)
-            })
+            .filter(|p| p.metadata.namespace.as_deref() == ns)
             .collect()
     }
 

@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::ResourceExt;
 
+use super::claim::orphan_owners;
 use super::expectations::Expectations;
 use super::pods::controller_of;
 use super::runtime::{key, ReconcileResult, Reconciler};
@@ -64,13 +65,23 @@ impl DaemonSetController {
             .changes()
             .map(|c| key(c.obj.namespace().as_deref(), &c.obj.name_any()));
         let me = self.clone();
-        let pods = self.shared.pods.changes().filter_map(move |c| {
+        let pods = self.shared.pods.changes().flat_map(move |c| {
             let owner = owner_key(&c.obj.metadata);
             if let (Some(k), Some(uid)) = (&owner, c.obj.uid()) {
                 let gone = c.deleted || c.obj.metadata.deletion_timestamp.is_some();
                 me.expectations.borrow_mut().observed(k, &uid, gone);
             }
-            ready(owner)
+            let keys = match owner {
+                Some(k) => vec![k],
+                None if c.deleted => Vec::new(),
+                None => {
+                    let sets = me.shared.daemonsets.store.state();
+                    orphan_owners(&sets, &c.obj.metadata, |d| {
+                        d.spec.as_ref().map(|s| &s.selector)
+                    })
+                }
+            };
+            futures_util::stream::iter(keys)
         });
         let revisions = self
             .shared

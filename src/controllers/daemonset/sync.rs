@@ -4,12 +4,14 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
+use kube::api::ApiResource;
 use kube::ResourceExt;
 use tracing::debug;
 
 use super::template::pod_template;
 use super::view::View;
 use super::{actions, manage, rolling, status, DaemonSetController};
+use crate::controllers::claim;
 use crate::controllers::revisions::{self, Owner};
 use crate::controllers::runtime::{split, ReconcileResult};
 use crate::controllers::shared::obj_ref;
@@ -37,10 +39,13 @@ pub async fn sync(c: &DaemonSetController, key: &str) -> ReconcileResult {
     if ds.metadata.deletion_timestamp.is_some() {
         return Ok(None);
     }
-    let pods = c
-        .shared
-        .pods_controlled_by(ns, &ds.uid().unwrap_or_default());
     let spec = ds.spec.clone().unwrap_or_default();
+    let claimer = claim::Owner {
+        resource: ApiResource::erase::<DaemonSet>(&()),
+        meta: &ds.metadata,
+        selector: &spec.selector,
+    };
+    let pods = claim::claim(&c.shared.client, &claimer, c.shared.pods_in(ns)).await?;
     let owner = Owner {
         kind: "DaemonSet",
         meta: &ds.metadata,

@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::ResourceExt;
 
+use super::claim::orphan_owners;
 use super::pods::controller_of;
 use super::runtime::{key, ReconcileResult, Reconciler};
 use super::shared::{obj_ref, Shared};
@@ -53,11 +54,19 @@ impl DeploymentController {
             .changes()
             .map(|c| key(c.obj.namespace().as_deref(), &c.obj.name_any()));
         let me = self.clone();
-        let rss = self
-            .shared
-            .replicasets
-            .changes()
-            .filter_map(move |c| futures_util::future::ready(me.owner_of_rs(&c.obj)));
+        let rss = self.shared.replicasets.changes().flat_map(move |c| {
+            let keys = match me.owner_of_rs(&c.obj) {
+                Some(k) => vec![k],
+                None if c.deleted => Vec::new(),
+                None => {
+                    let ds = me.shared.deployments.store.state();
+                    orphan_owners(&ds, &c.obj.metadata, |d| {
+                        d.spec.as_ref().map(|s| &s.selector)
+                    })
+                }
+            };
+            futures_util::stream::iter(keys)
+        });
         let me = self.clone();
         let pods = self.shared.pods.changes().filter_map(move |c| {
             let owner = controller_of(&c.obj.metadata)

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 
 use super::{
     DeploymentController, DESIRED_REPLICAS, HASH_LABEL, MAX_REPLICAS, REVISION, REVISION_HISTORY,
 };
+use crate::controllers::claim::{claim, Owner};
 use crate::controllers::pods::{controlled_by, owner_ref};
 use crate::controllers::runtime::ReconcileError;
 
@@ -49,7 +50,35 @@ pub fn revision(rs: &ReplicaSet) -> i64 {
         .unwrap_or(0)
 }
 
-/// The ReplicaSets this Deployment controls.
+/// The ReplicaSets this Deployment controls after adopting matching orphans and releasing
+/// those its selector no longer matches.
+pub async fn claimed(
+    c: &DeploymentController,
+    d: &Deployment,
+) -> Result<Vec<Arc<ReplicaSet>>, ReconcileError> {
+    let ns = d.namespace();
+    let candidates = c
+        .shared
+        .replicasets
+        .store
+        .state()
+        .into_iter()
+        .filter(|rs| rs.namespace() == ns)
+        .collect();
+    let selector = d
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
+    let owner = Owner {
+        resource: ApiResource::erase::<Deployment>(&()),
+        meta: &d.metadata,
+        selector: &selector,
+    };
+    claim(&c.shared.client, &owner, candidates).await
+}
+
+/// The ReplicaSets this Deployment controls, as cached.
 pub fn owned(c: &DeploymentController, d: &Deployment) -> Vec<Arc<ReplicaSet>> {
     let uid = d.uid().unwrap_or_default();
     let ns = d.namespace();

@@ -39,7 +39,7 @@ pub async fn sync(c: &DeploymentController, key: &str) -> ReconcileResult {
     if selector_empty {
         return Ok(None);
     }
-    let all = replicasets::owned(c, &d);
+    let all = replicasets::claimed(c, &d).await?;
     let mut new = replicasets::find_new(&d, &all);
     let olds: Vec<Arc<ReplicaSet>> = all
         .iter()

@@ -19,6 +19,7 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use kube::ResourceExt;
 
+use super::claim::orphan_owners;
 use super::expectations::Expectations;
 use super::pods::controller_of;
 use super::runtime::{key, ReconcileResult, Reconciler};
@@ -46,7 +47,7 @@ impl JobController {
             .changes()
             .map(|c| key(c.obj.namespace().as_deref(), &c.obj.name_any()));
         let me = self.clone();
-        let pods = self.shared.pods.changes().filter_map(move |c| {
+        let pods = self.shared.pods.changes().flat_map(move |c| {
             let owner = controller_of(&c.obj.metadata)
                 .filter(|o| o.kind == "Job" && o.api_version.starts_with("batch/"))
                 .map(|o| key(c.obj.namespace().as_deref(), &o.name));
@@ -54,7 +55,17 @@ impl JobController {
                 let gone = c.deleted || c.obj.metadata.deletion_timestamp.is_some();
                 me.expectations.borrow_mut().observed(k, &uid, gone);
             }
-            futures_util::future::ready(owner)
+            let keys = match owner {
+                Some(k) => vec![k],
+                None if c.deleted => Vec::new(),
+                None => {
+                    let jobs = me.shared.jobs.store.state();
+                    orphan_owners(&jobs, &c.obj.metadata, |j| {
+                        j.spec.as_ref().and_then(|s| s.selector.as_ref())
+                    })
+                }
+            };
+            futures_util::stream::iter(keys)
         });
         vec![own.boxed_local(), pods.boxed_local()]
     }

@@ -9,11 +9,12 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobSpec, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
+use kube::api::ApiResource;
 
 use super::backoff::phase;
 use super::status::{self as js, has_condition, set_condition};
 use super::{backoff, indexed, manage, ttl, JobController};
+use crate::controllers::claim::{claim, Owner};
 use crate::controllers::pods::{self, is_active};
 use crate::controllers::runtime::{split, ReconcileResult};
 use crate::controllers::shared::obj_ref;
@@ -50,9 +51,13 @@ pub async fn sync(c: &JobController, key: &str) -> ReconcileResult {
         }
         return Ok(None);
     }
-    let all = c
-        .shared
-        .pods_controlled_by(ns, &job.uid().unwrap_or_default());
+    let selector = spec.selector.clone().unwrap_or_default();
+    let claimer = Owner {
+        resource: ApiResource::erase::<Job>(&()),
+        meta: &job.metadata,
+        selector: &selector,
+    };
+    let all = claim(&c.shared.client, &claimer, c.shared.pods_in(ns)).await?;
     let active: Vec<Arc<Pod>> = all.iter().filter(|p| is_active(p)).cloned().collect();
     let terminating = all
         .iter()

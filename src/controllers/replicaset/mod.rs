@@ -14,10 +14,11 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::ReplicationController;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::ApiResource;
 use kube::ResourceExt;
 
+use super::claim::orphan_owners;
 use super::expectations::Expectations;
 use super::pods::controller_of;
 use super::runtime::{key, ReconcileResult, Reconciler};
@@ -107,6 +108,27 @@ impl ReplicaSetController {
         }
     }
 
+    /// Keys of the sets that may adopt an orphan pod.
+    fn orphan_owners(&self, pod: &ObjectMeta) -> Vec<String> {
+        match self.flavor {
+            Flavor::ReplicaSet => {
+                let sets = self.shared.replicasets.store.state();
+                orphan_owners(&sets, pod, |rs| rs.spec.as_ref().map(|s| &s.selector))
+            }
+            Flavor::ReplicationController => {
+                let sets: Vec<_> = self
+                    .shared
+                    .replication_controllers
+                    .store
+                    .state()
+                    .iter()
+                    .map(|rc| Arc::new(as_replica_set(rc)))
+                    .collect();
+                orphan_owners(&sets, pod, |rs| rs.spec.as_ref().map(|s| &s.selector))
+            }
+        }
+    }
+
     fn record(&self, rs: &ReplicaSet, warning: bool, reason: &str, message: String) {
         let kind = (self.flavor.api_version(), self.flavor.kind());
         self.shared
@@ -133,7 +155,7 @@ impl ReplicaSetController {
         };
         let me = self.clone();
         let kind = self.flavor.kind();
-        let pods = self.shared.pods.changes().filter_map(move |c| {
+        let pods = self.shared.pods.changes().flat_map(move |c| {
             let owner = controller_of(&c.obj.metadata)
                 .filter(|o| o.kind == kind)
                 .map(|o| key(c.obj.namespace().as_deref(), &o.name));
@@ -141,7 +163,12 @@ impl ReplicaSetController {
                 let gone = c.deleted || c.obj.metadata.deletion_timestamp.is_some();
                 me.expectations.borrow_mut().observed(k, &uid, gone);
             }
-            futures_util::future::ready(owner)
+            let keys = match owner {
+                Some(k) => vec![k],
+                None if c.deleted => Vec::new(),
+                None => me.orphan_owners(&c.obj.metadata),
+            };
+            futures_util::stream::iter(keys)
         });
         vec![own, pods.boxed_local()]
     }

@@ -12,6 +12,7 @@ use kube::ResourceExt;
 
 use super::status;
 use super::ReplicaSetController;
+use crate::controllers::claim::{claim, Owner};
 use crate::controllers::pods::{self, is_active, owner_ref};
 use crate::controllers::runtime::{split, ReconcileError, ReconcileResult};
 
@@ -24,10 +25,18 @@ pub async fn sync(c: &ReplicaSetController, key: &str) -> ReconcileResult {
         c.expectations.borrow_mut().forget(key);
         return Ok(None);
     };
-    let pods = c
-        .shared
-        .pods_controlled_by(ns, &rs.uid().unwrap_or_default());
-    let active: Vec<Arc<Pod>> = pods.iter().filter(|p| is_active(p)).cloned().collect();
+    let candidates = c.shared.pods_in(ns).into_iter().filter(|p| is_active(p));
+    let selector = rs
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
+    let owner = Owner {
+        resource: c.flavor.resource(),
+        meta: &rs.metadata,
+        selector: &selector,
+    };
+    let active = claim(&c.shared.client, &owner, candidates.collect()).await?;
     let wait = c.expectations.borrow_mut().wait(key);
     if wait.is_none() && rs.metadata.deletion_timestamp.is_none() {
         let want = rs

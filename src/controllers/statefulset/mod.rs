@@ -17,6 +17,7 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use kube::ResourceExt;
 
+use super::claim::orphan_owners;
 use super::pods::controller_of;
 use super::runtime::{key, ReconcileResult, Reconciler};
 use super::shared::Shared;
@@ -37,11 +38,22 @@ impl StatefulSetController {
             .statefulsets
             .changes()
             .map(|c| key(c.obj.namespace().as_deref(), &c.obj.name_any()));
-        let pods = self.shared.pods.changes().filter_map(|c| {
+        let me = self.clone();
+        let pods = self.shared.pods.changes().flat_map(move |c| {
             let owner = controller_of(&c.obj.metadata)
                 .filter(|o| o.kind == "StatefulSet")
                 .map(|o| key(c.obj.namespace().as_deref(), &o.name));
-            futures_util::future::ready(owner)
+            let keys = match owner {
+                Some(k) => vec![k],
+                None if c.deleted => Vec::new(),
+                None => {
+                    let sets = me.shared.statefulsets.store.state();
+                    orphan_owners(&sets, &c.obj.metadata, |s| {
+                        s.spec.as_ref().map(|s| &s.selector)
+                    })
+                }
+            };
+            futures_util::stream::iter(keys)
         });
         vec![sets.boxed_local(), pods.boxed_local()]
     }

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, PostParams};
 use kube::ResourceExt;
 
 use super::identity::{ordinal, pod_for, start};
 use super::{claims, status};
-use crate::controllers::pods::is_ready;
+use crate::controllers::claim;
+use crate::controllers::pods::{controlled_by, is_ready};
 use crate::controllers::revisions::{self, Owner, HASH_LABEL};
 use crate::controllers::runtime::{split, ReconcileError, ReconcileResult};
 use crate::controllers::shared::{obj_ref, Shared};
@@ -55,7 +56,19 @@ pub async fn sync(shared: &Shared, key: &str) -> ReconcileResult {
         return Ok(None);
     };
     let spec = set.spec.clone().unwrap_or_default();
-    let pods = shared.pods_controlled_by(ns, &set.uid().unwrap_or_default());
+    // Only pods named as members of the set are adopted (upstream's isMemberOf filter).
+    let uid = set.uid().unwrap_or_default();
+    let candidates = shared
+        .pods_in(ns)
+        .into_iter()
+        .filter(|p| controlled_by(&p.metadata, &uid) || ordinal(name, &p.name_any()).is_some())
+        .collect();
+    let claimer = claim::Owner {
+        resource: ApiResource::erase::<StatefulSet>(&()),
+        meta: &set.metadata,
+        selector: &spec.selector,
+    };
+    let pods = claim::claim(&shared.client, &claimer, candidates).await?;
     let owner = Owner {
         kind: "StatefulSet",
         meta: &set.metadata,
