@@ -101,6 +101,10 @@ pub struct ApiConfig {
     pub audit_log_max_size_mb: u64,
     /// Rotated audit logs kept (`<path>.1` .. `<path>.N`); 0: none, the old log is removed.
     pub audit_log_max_backups: usize,
+    /// An `apiserver.config.k8s.io/v1` AdmissionConfiguration (kube-apiserver's
+    /// `--admission-control-config-file`): the PodSecurity plugin's defaults and exemptions.
+    /// Empty: `baseline` enforced everywhere, nobody exempt.
+    pub admission_control_config_file: String,
 }
 
 impl Default for ApiConfig {
@@ -113,6 +117,7 @@ impl Default for ApiConfig {
             audit_log_path: String::new(),
             audit_log_max_size_mb: 100,
             audit_log_max_backups: 3,
+            admission_control_config_file: String::new(),
         }
     }
 }

@@ -11,8 +11,8 @@ mod servers;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use node_host::{root_or_skip, NodeHost, IMAGE};
 use serde_json::json;
 
@@ -24,6 +24,17 @@ fn pod(name: &str, spec: serde_json::Value) -> Pod {
         "spec": spec,
     }))
     .expect("pod")
+}
+
+/// hostPath volumes need a namespace whose Pod Security level is privileged (the default,
+/// baseline, refuses them).
+async fn allow_host_paths(client: kube::Client, ns: &str) {
+    let api: Api<Namespace> = Api::all(client);
+    let label =
+        json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}});
+    api.patch(ns, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("label the namespace privileged");
 }
 
 /// Polls the pod until `f` holds (returns its value) or fails with the last status seen.
@@ -161,6 +172,7 @@ async fn crash_loops_back_off_and_probes_restart_or_unready() {
         return;
     }
     let host = NodeHost::start("");
+    allow_host_paths(host.client(), "default").await;
     let api: Api<Pod> = Api::namespaced(host.client(), "default");
     let gate = host.dir.path().join("gate");
     std::fs::create_dir_all(&gate).expect("gate dir");
@@ -223,6 +235,7 @@ async fn deletion_sends_sigterm_then_sigkill_after_the_grace_period() {
         return;
     }
     let host = NodeHost::start("");
+    allow_host_paths(host.client(), "default").await;
     let api: Api<Pod> = Api::namespaced(host.client(), "default");
     let out = host.dir.path().join("out");
     std::fs::create_dir_all(&out).expect("out dir");

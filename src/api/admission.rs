@@ -24,19 +24,28 @@ pub async fn mutate_create(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiErro
 }
 
 /// Validating plugins on create: NamespaceLifecycle (nothing new in a namespace being
-/// deleted), NodeRestriction (a node creates only its own Node and Lease) and RBAC's
-/// escalation check.
-pub async fn validate_create(ctx: &Ctx<'_>, obj: &Value) -> Result<(), ApiError> {
+/// deleted), NodeRestriction (a node creates only its own Node and Lease), PodSecurity and
+/// RBAC's escalation check. Returns warnings.
+pub async fn validate_create(ctx: &Ctx<'_>, obj: &Value) -> Result<Vec<String>, ApiError> {
     if ctx.res().namespaced {
         if let Some(ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
             super::namespaces::check_active(ctx, ns).await?;
         }
     }
     super::auth::node::admit_create(&UserInfo::of(ctx.req), ctx.res(), obj)?;
-    super::auth::rbac::admit(ctx, obj)
+    let warnings = super::podsecurity::admit(ctx, obj, None).await?;
+    super::auth::rbac::admit(ctx, obj)?;
+    Ok(warnings)
 }
 
-/// Validating plugins on update: RBAC's escalation check.
-pub fn validate_update(ctx: &Ctx<'_>, obj: &Value) -> Result<(), ApiError> {
-    super::auth::rbac::admit(ctx, obj)
+/// Validating plugins on update of `old`: PodSecurity and RBAC's escalation check. Returns
+/// warnings.
+pub async fn validate_update(
+    ctx: &Ctx<'_>,
+    old: &Value,
+    obj: &Value,
+) -> Result<Vec<String>, ApiError> {
+    let warnings = super::podsecurity::admit(ctx, obj, Some(old)).await?;
+    super::auth::rbac::admit(ctx, obj)?;
+    Ok(warnings)
 }

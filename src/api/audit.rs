@@ -103,6 +103,8 @@ pub struct ResponseStatus {
 struct Seen {
     user: Option<UserInfo>,
     decision: Option<Decision>,
+    /// What admission plugins added (PodSecurity's policy and violations).
+    annotations: Vec<(&'static str, String)>,
 }
 
 /// Put into an audited request's extensions; [`note_user`] fills it.
@@ -267,6 +269,7 @@ impl Event {
             self.annotations
                 .insert("authorization.k8s.io/decision", d.into());
         }
+        self.annotations.extend(seen.annotations);
         self.stage_timestamp = now();
     }
 }
@@ -284,6 +287,13 @@ pub fn note_user(req: &ServiceRequest) {
     }
     if let Some(d) = ext.get::<Decision>() {
         seen.decision = Some(d.clone());
+    }
+}
+
+/// Adds an annotation to the request's audit event, if it is audited.
+pub fn annotate(req: &actix_web::HttpRequest, key: &'static str, value: String) {
+    if let Some(Slot(seen)) = req.extensions().get::<Slot>() {
+        seen.borrow_mut().annotations.push((key, value));
     }
 }
 
@@ -676,7 +686,7 @@ mod tests {
         };
         let seen = Seen {
             user: Some(user),
-            decision: None,
+            ..Default::default()
         };
         event.finish(seen, 409, Some("AlreadyExists".into()), true);
         let v = line(&event);

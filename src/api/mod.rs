@@ -15,6 +15,7 @@ mod object;
 mod openapi;
 mod patch;
 mod path;
+pub mod podsecurity;
 mod prometheus_sd;
 mod protobuf;
 mod proxy;
@@ -209,6 +210,7 @@ pub fn serve(
     services: ServiceNetwork,
     limits: &crate::config::ApiConfig,
     security: Security,
+    pod_security: podsecurity::PodSecurityConfig,
 ) -> std::io::Result<actix_web::dev::Server> {
     let authn = web::Data::new(auth::authn::Authn {
         keys: security.keys,
@@ -220,6 +222,8 @@ pub fn serve(
     let metrics = ApiMetrics::register(&registry)
         .map_err(|e| std::io::Error::other(format!("API metrics: {e}")))?;
     let auditor = audit::Auditor::start(limits, &registry)?;
+    let pod_security = podsecurity::PodSecurity::new(pod_security, &registry)
+        .map_err(|e| std::io::Error::other(format!("API metrics: {e}")))?;
     let state = web::Data::new(ApiState {
         store,
         health,
@@ -230,6 +234,7 @@ pub fn serve(
         rbac: auth::rbac_cache::RbacCache::new(),
         kubelet_tls: security.kubelet_tls,
         authn: authn.clone(),
+        pod_security,
     });
     state.rbac.start(state.store.clone());
     let server = HttpServer::new(move || {

@@ -56,8 +56,8 @@ pub async fn bootstrap(store: StoreClient) {
     }
 }
 
-/// New objects may only go into a namespace that exists and is not being deleted.
-pub async fn check_active(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
+/// The namespace `ns` as stored.
+pub async fn get(ctx: &Ctx<'_>, ns: &str) -> Result<Value, ApiError> {
     let res = namespaces();
     let kv = ctx
         .state
@@ -66,7 +66,12 @@ pub async fn check_active(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
         .await
         .map_err(|e| ApiError::from_store(e, object::subject(res, ns)))?
         .ok_or_else(|| ApiError::not_found(object::subject(res, ns)))?;
-    let obj = object::from_kv(&kv)?;
+    object::from_kv(&kv)
+}
+
+/// New objects may only go into a namespace that exists and is not being deleted.
+pub async fn check_active(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
+    let obj = get(ctx, ns).await?;
     if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
         return Err(ApiError::Forbidden(format!(
             "unable to create new content in namespace {ns} because it is being terminated"

@@ -556,7 +556,7 @@ pub async fn token_request(ctx: &Ctx<'_>, payload: web::Payload) -> Result<HttpR
     });
     let mut r = HttpResponse::Created();
     for w in &warnings {
-        r.append_header(("Warning", format!("299 - \"{w}\"")));
+        r.append_header(("Warning", super::request::warning_header(w)));
     }
     Ok(r.content_type("application/json").body(out.to_string()))
 }

@@ -159,6 +159,8 @@ pub enum CliError {
     Lab(#[from] crate::lab::LabError),
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
+    #[error("admission configuration: {0}")]
+    Admission(#[from] crate::api::podsecurity::ConfigError),
 }
 
 /// The admin's kubeconfig for a server: its API URL (or `server`), the cluster CA and the

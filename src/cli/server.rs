@@ -71,6 +71,9 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
         return Ok(());
     }
     init_logging();
+    // Before anything starts: a configuration that does not parse stops the server here.
+    let pod_security =
+        crate::api::podsecurity::PodSecurityConfig::load(&cfg.api.admission_control_config_file)?;
     let members = cfg.members()?;
     let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
     let cluster_id = datadir::cluster_id(&cfg.cluster_name, &names);
@@ -198,6 +201,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
                 ..cfg.api.clone()
             },
             api_security,
+            pod_security,
         )?;
         let api_handle = api.handle();
         actix::spawn(api);

@@ -198,6 +198,19 @@ pub fn partial(obj: &Value) -> Value {
     })
 }
 
+/// A `Warning` header value as kube-apiserver writes it: code 299, the text a quoted string
+/// (quotes and backslashes escaped, as client-go unquotes them; control characters dropped).
+pub fn warning_header(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 8);
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    format!("299 - \"{quoted}\"")
+}
+
 /// An object answer (as a Table or metadata when asked), with `Warning` headers.
 pub fn respond(ctx: &Ctx<'_>, code: u16, obj: Value, warnings: &[String]) -> HttpResponse {
     let body = ctx.view().render(ctx.res(), obj);
@@ -205,7 +218,7 @@ pub fn respond(ctx: &Ctx<'_>, code: u16, obj: Value, warnings: &[String]) -> Htt
         actix_web::http::StatusCode::from_u16(code).unwrap_or(actix_web::http::StatusCode::OK),
     );
     for w in warnings {
-        r.append_header(("Warning", format!("299 - \"{}\"", w.replace('"', "'"))));
+        r.append_header(("Warning", warning_header(w)));
     }
     r.content_type("application/json").body(body.to_string())
 }

@@ -21,20 +21,24 @@ pub const WRITE_ATTEMPTS: usize = 8;
 pub async fn admit_create(ctx: &Ctx<'_>, obj: &mut Value) -> Result<Vec<String>, ApiError> {
     admission::mutate_create(ctx, obj).await?;
     let res = ctx.res();
-    let warnings = res
+    let mut warnings = res
         .strategy
         .admit_create(res, obj, ctx.field_validation()?)?;
-    admission::validate_create(ctx, obj).await?;
+    warnings.extend(admission::validate_create(ctx, obj).await?);
     Ok(warnings)
 }
 
 /// Admission of an update of `old`: the kind's strategy, then validating plugins.
-pub fn admit_update(ctx: &Ctx<'_>, old: &Value, new: &mut Value) -> Result<Vec<String>, ApiError> {
+pub async fn admit_update(
+    ctx: &Ctx<'_>,
+    old: &Value,
+    new: &mut Value,
+) -> Result<Vec<String>, ApiError> {
     let res = ctx.res();
-    let warnings = res
+    let mut warnings = res
         .strategy
         .admit_update(res, old, new, ctx.field_validation()?)?;
-    admission::validate_update(ctx, new)?;
+    warnings.extend(admission::validate_update(ctx, old, new).await?);
     Ok(warnings)
 }
 
@@ -116,7 +120,7 @@ where
         let warnings = if status_only {
             Vec::new()
         } else {
-            admit_update(ctx, &old, &mut new)?
+            admit_update(ctx, &old, &mut new).await?
         };
         let written = if allocating && !status_only && !removes(ctx.res(), &new) {
             let (who, target) = (
