@@ -70,6 +70,9 @@ fn start_proxy(client: kube::Client) -> watch::Receiver<Applied> {
                 name: "n1".into(),
                 ip: "10.90.0.11".parse().expect("ip"),
                 dns: None,
+                external_ips: false,
+                lb_pool: Vec::new(),
+                reserved_ports: Vec::new(),
             };
             let cfg = ProxyConfig {
                 min_sync_ms: 0,
@@ -220,6 +223,9 @@ async fn run() {
             name: "n1".into(),
             ip: "10.90.0.11".parse().expect("ip"),
             dns: None,
+            external_ips: false,
+            lb_pool: Vec::new(),
+            reserved_ports: Vec::new(),
         };
         (0..5)
             .map(|_| {

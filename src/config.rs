@@ -105,6 +105,9 @@ pub struct ApiConfig {
     /// `--admission-control-config-file`): the PodSecurity plugin's defaults and exemptions.
     /// Empty: `baseline` enforced everywhere, nobody exempt.
     pub admission_control_config_file: String,
+    /// Services may set `externalIPs` (upstream's DenyServiceExternalIPs plugin off): only
+    /// where everyone who may create a Service may take over any address.
+    pub allow_service_external_ips: bool,
 }
 
 impl Default for ApiConfig {
@@ -118,6 +121,7 @@ impl Default for ApiConfig {
             audit_log_max_size_mb: 100,
             audit_log_max_backups: 3,
             admission_control_config_file: String::new(),
+            allow_service_external_ips: false,
         }
     }
 }

@@ -5,12 +5,20 @@
 use serde_json::Value;
 
 use super::auth::UserInfo;
-use super::registry::core::pod;
+use super::registry::core::{pod, service};
 use super::request::Ctx;
 use super::status::ApiError;
 
 fn is(ctx: &Ctx<'_>, res: &super::resources::Resource) -> bool {
     std::ptr::eq(ctx.res(), res)
+}
+
+/// DenyServiceExternalIPs, unless the configuration allows them.
+fn deny_external_ips(ctx: &Ctx<'_>, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    if ctx.state.allow_external_ips || !is(ctx, &service::RESOURCE) {
+        return Ok(());
+    }
+    super::services::external_ips::admit(obj, old)
 }
 
 /// Mutating plugins on create: ServiceAccount (a pod's account and token volume) and
@@ -32,10 +40,20 @@ pub async fn validate_create(ctx: &Ctx<'_>, obj: &Value) -> Result<Vec<String>, 
             super::namespaces::check_active(ctx, ns).await?;
         }
     }
-    super::auth::node::admit_create(&UserInfo::of(ctx.req), ctx.res(), obj)?;
+    super::auth::node_restriction::admit_create(&UserInfo::of(ctx.req), ctx.res(), obj)?;
+    deny_external_ips(ctx, obj, None)?;
     let warnings = super::podsecurity::admit(ctx, obj, None).await?;
     super::auth::rbac::admit(ctx, obj)?;
     Ok(warnings)
+}
+
+/// Validating plugins on a status update of `old`: NodeRestriction.
+pub async fn validate_status_update(
+    ctx: &Ctx<'_>,
+    old: &Value,
+    obj: &Value,
+) -> Result<(), ApiError> {
+    super::auth::node_restriction::admit_update(ctx, old, obj, true).await
 }
 
 /// Validating plugins on update of `old`: PodSecurity and RBAC's escalation check. Returns
@@ -45,6 +63,8 @@ pub async fn validate_update(
     old: &Value,
     obj: &Value,
 ) -> Result<Vec<String>, ApiError> {
+    super::auth::node_restriction::admit_update(ctx, old, obj, false).await?;
+    deny_external_ips(ctx, obj, Some(old))?;
     let warnings = super::podsecurity::admit(ctx, obj, Some(old)).await?;
     super::auth::rbac::admit(ctx, obj)?;
     Ok(warnings)

@@ -143,6 +143,10 @@ async fn patch(ctx: &Ctx<'_>, bytes: web::Bytes) -> Result<HttpResponse, ApiErro
     if kind == PatchType::Apply {
         match ctx.load().await {
             Err(ApiError::NotFound { .. }) => {
+                // Creating takes `create`, not only the `patch` the request was checked for.
+                if let Some(refused) = authorize(ctx.state, ctx.req, &ctx.t, "create").await {
+                    return Err(refused);
+                }
                 let mut obj = p.clone();
                 if obj.is_object() {
                     object::meta_mut(&mut obj).insert("name".into(), json!(ctx.name()));

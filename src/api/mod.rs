@@ -234,6 +234,7 @@ pub fn serve(
         rbac: auth::rbac_cache::RbacCache::new(),
         kubelet_tls: security.kubelet_tls,
         authn: authn.clone(),
+        allow_external_ips: limits.allow_service_external_ips,
         pod_security,
     });
     state.rbac.start(state.store.clone());

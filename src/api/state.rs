@@ -23,6 +23,8 @@ pub struct ApiState {
     /// Bearer token checks (also the authentication middleware's); its keys (private on
     /// servers) sign TokenRequest tokens.
     pub authn: actix_web::web::Data<super::auth::authn::Authn>,
+    /// Services may have `externalIPs` (DenyServiceExternalIPs off).
+    pub allow_external_ips: bool,
     /// Pod Security Admission's cluster defaults and exemptions.
     pub pod_security: super::podsecurity::PodSecurity,
 }

@@ -59,10 +59,21 @@ pub fn start(ctx: &ServiceContext<'_>) -> Result<Addr<ServiceProxy>, ProxyError>
         .then(|| cfg.dns_service_ip().map(|ip| (ip, cfg.dns.port)))
         .transpose()
         .map_err(err)?;
+    let lb_pool = cfg.load_balancer_pool().map_err(err)?;
     let node = model::NodeView {
         name: ctx.node_name.clone(),
         ip: ctx.node_ip,
         dns,
+        external_ips: cfg.api.allow_service_external_ips,
+        lb_pool: lb_pool.clone(),
+        reserved_ports: vec![
+            53,
+            cfg.peer_listen_addr.port(),
+            cfg.api_addr.port(),
+            cfg.http_listen_addr.port(),
+            cfg.node.listen_addr.port(),
+            cfg.dns.port,
+        ],
     };
     let metrics = ProxyMetrics::register(ctx.registry)
         .map_err(|e| ProxyError::Config(format!("metrics: {e}")))?;
@@ -71,7 +82,7 @@ pub fn start(ctx: &ServiceContext<'_>) -> Result<Addr<ServiceProxy>, ProxyError>
         cfg.proxy.clone(),
         node,
         Some(cfg.cluster_cidr().map_err(err)?),
-        cfg.load_balancer_pool().map_err(err)?,
+        lb_pool,
         metrics,
     )
     .start())

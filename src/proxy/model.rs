@@ -73,6 +73,13 @@ pub struct NodeView {
     /// The cluster DNS service IP and the node-local DNS server's port: the DNS service's
     /// traffic goes to this node's own server.
     pub dns: Option<(Ipv4Addr, u16)>,
+    /// Whether Services' `externalIPs` are honoured (`api.allow_service_external_ips`).
+    pub external_ips: bool,
+    /// LoadBalancer ingress addresses are taken only from here (the configured pool).
+    pub lb_pool: Vec<Ipv4Addr>,
+    /// This node's own ports (Raft peers, API, node agent, metrics, DNS): never captured on
+    /// an external IP, which may be any address, a node's own included.
+    pub reserved_ports: Vec<u16>,
 }
 
 fn hash(id: &str) -> String {
@@ -160,22 +167,24 @@ pub fn build(
                 .unwrap_or(DEFAULT_AFFINITY_SECONDS)
                 .max(1) as u32
         });
-        let mut external_ips: Vec<Ipv4Addr> = spec
+        let external_ips: Vec<Ipv4Addr> = spec
             .external_ips
             .iter()
             .flatten()
+            .filter(|_| node.external_ips)
             .filter_map(|ip| ip.parse().ok())
             .collect();
-        if spec.type_.as_deref() == Some("LoadBalancer") {
-            external_ips.extend(
-                svc.status
-                    .as_ref()
-                    .and_then(|s| s.load_balancer.as_ref()?.ingress.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i.ip.as_deref()?.parse::<Ipv4Addr>().ok()),
-            );
-        }
+        // Whoever may write a Service's status could name any address: only the pool's count.
+        let lb_ips: Vec<Ipv4Addr> = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref()?.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|_| spec.type_.as_deref() == Some("LoadBalancer"))
+            .filter_map(|i| i.ip.as_deref()?.parse::<Ipv4Addr>().ok())
+            .filter(|ip| node.lb_pool.contains(ip))
+            .collect();
         let dns = node.dns.filter(|(ip, _)| *ip == cluster_ip);
         for p in spec.ports.iter().flatten() {
             let (Some(proto), Ok(port)) =
@@ -215,7 +224,15 @@ pub fn build(
                     .node_port
                     .and_then(|n| u16::try_from(n).ok())
                     .filter(|n| *n > 0),
-                external_ips: external_ips.clone(),
+                external_ips: lb_ips
+                    .iter()
+                    .chain(
+                        external_ips
+                            .iter()
+                            .filter(|_| !node.reserved_ports.contains(&port)),
+                    )
+                    .copied()
+                    .collect(),
                 endpoints,
                 affinity,
                 external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
@@ -244,6 +261,9 @@ mod tests {
             name: "n1".into(),
             ip: "10.90.0.11".parse().unwrap(),
             dns: Some(("10.96.0.10".parse().unwrap(), 53)),
+            external_ips: false,
+            lb_pool: vec!["10.90.0.200".parse().unwrap()],
+            reserved_ports: vec![53, 2380, 6443, 9101, 10250],
         }
     }
 
@@ -325,5 +345,36 @@ mod tests {
         );
         assert_eq!(rules[0].affinity, Some(10800));
         assert!(rules[0].endpoints.is_empty());
+    }
+
+    #[test]
+    fn only_pool_addresses_and_allowed_external_ips_are_captured() {
+        let services = vec![svc(json!({
+            "metadata": {"name": "grab", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.31", "type": "LoadBalancer",
+                     "externalIPs": ["10.90.0.11"],
+                     "ports": [{"name": "api", "port": 6443}, {"name": "web", "port": 80}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.90.0.200"}, {"ip": "10.90.0.12"}]}},
+        }))];
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let rules = build(&services, &[], &node());
+        // A status naming another node's address is ignored; externalIPs are off.
+        assert_eq!(rules[0].external_ips, vec![ip("10.90.0.200")]);
+        assert_eq!(rules[1].external_ips, vec![ip("10.90.0.200")]);
+        let allowed = NodeView {
+            external_ips: true,
+            ..node()
+        };
+        let rules = build(&services, &[], &allowed);
+        assert_eq!(rules[0].id, "default/grab/tcp/api");
+        assert_eq!(
+            rules[0].external_ips,
+            vec![ip("10.90.0.200")],
+            "6443 is reserved"
+        );
+        assert_eq!(
+            rules[1].external_ips,
+            vec![ip("10.90.0.200"), ip("10.90.0.11")]
+        );
     }
 }

@@ -94,6 +94,7 @@ pub enum Decision {
 
 pub mod authn;
 pub mod node;
+pub mod node_restriction;
 
 /// The authorizer chain: the privileged group, then the node authorizer, then RBAC. No
 /// opinion from any of them is a refusal.

@@ -5,12 +5,8 @@
 
 use serde_json::Value;
 
-use super::{Attributes, Decision, UserInfo};
-use crate::api::registry::coordination::lease as leases;
-use crate::api::registry::core::node as nodes;
-use crate::api::resources::Resource;
+use super::{Attributes, Decision};
 use crate::api::state::ApiState;
-use crate::api::status::ApiError;
 use crate::store::Consistency;
 
 const WRITES: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
@@ -45,6 +41,7 @@ pub async fn authorize(state: &ApiState, node: &str, a: &Attributes) -> Decision
             own(node, a, &a.name)
         }
         ("", "pods") => pods(state, node, a).await,
+        ("", "persistentvolumes") if writes(a) => volumes(state, node, a).await,
         // The local-path provisioner on every node follows all claims: RBAC's system:node
         // grants list and watch of claims; single reads and secrets stay per pod.
         ("", "persistentvolumeclaims") if matches!(a.verb.as_str(), "list" | "watch") => {
@@ -73,35 +70,32 @@ fn own(node: &str, a: &Attributes, name: &str) -> Decision {
     }
 }
 
-/// NodeRestriction on create: a node creates only its own Node and Lease. The name is in
-/// the body, which the authorizer does not see (`own` leaves creates to RBAC).
-pub fn admit_create(user: &UserInfo, res: &Resource, obj: &Value) -> Result<(), ApiError> {
-    let Some(node) = user.node_name() else {
-        return Ok(());
-    };
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if name == node {
-        return Ok(());
-    }
-    if std::ptr::eq(res, &nodes::RESOURCE) {
-        return Err(ApiError::Forbidden(format!(
-            "node {node:?} is not allowed to modify node {name:?}"
-        )));
-    }
-    if std::ptr::eq(res, &leases::RESOURCE) {
-        return Err(ApiError::Forbidden(format!(
-            "node {node:?} can only access node lease with the same name as the requesting node, not {name:?}"
-        )));
-    }
-    Ok(())
-}
-
 async fn load(state: &ApiState, key: &str) -> Option<Value> {
     let kv = state.store.get(key, Consistency::Local).await.ok()??;
     serde_json::from_slice(&kv.value).ok()
+}
+
+/// PersistentVolumes (the node's local-path provisioner): only those whose node affinity
+/// selects this node alone. A create names none in the path: NodeRestriction checks its body.
+async fn volumes(state: &ApiState, node: &str, a: &Attributes) -> Decision {
+    if a.name.is_empty() {
+        return if a.verb == "create" {
+            Decision::NoOpinion
+        } else {
+            deny(node, a, "nodes change volumes one at a time")
+        };
+    }
+    let key = crate::api::registry::core::persistentvolume::RESOURCE.key(None, &a.name);
+    match load(state, &key).await {
+        Some(pv) if super::node_restriction::pv_is_nodes(&pv, node) => Decision::NoOpinion,
+        Some(_) => deny(
+            node,
+            a,
+            "the volume's node affinity does not select this node alone",
+        ),
+        None if a.verb == "delete" => Decision::NoOpinion,
+        None => deny(node, a, "no such volume"),
+    }
 }
 
 async fn pods(state: &ApiState, node: &str, a: &Attributes) -> Decision {
@@ -216,30 +210,6 @@ pub fn uses(spec: &Value, resource: &str, name: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn nodes_create_only_their_own_node_and_lease() {
-        let node = UserInfo {
-            username: "system:node:n1".into(),
-            groups: vec![super::super::NODES.into()],
-            ..Default::default()
-        };
-        let named = |n: &str| json!({"metadata": {"name": n}});
-        assert!(admit_create(&node, &nodes::RESOURCE, &named("n1")).is_ok());
-        assert!(admit_create(&node, &leases::RESOURCE, &named("n1")).is_ok());
-        for res in [&nodes::RESOURCE, &leases::RESOURCE] {
-            let err = admit_create(&node, res, &named("n2")).expect_err(res.kind);
-            assert!(matches!(err, ApiError::Forbidden(_)), "{}", res.kind);
-        }
-        // Not a node (no system:nodes group): RBAC alone decided.
-        let admin = UserInfo {
-            username: "system:node:n1".into(),
-            ..Default::default()
-        };
-        assert!(admit_create(&admin, &nodes::RESOURCE, &named("n2")).is_ok());
-        let configmaps = &crate::api::registry::core::configmap::RESOURCE;
-        assert!(admit_create(&node, configmaps, &named("n2")).is_ok());
-    }
 
     #[test]
     fn pod_references() {

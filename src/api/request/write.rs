@@ -118,6 +118,7 @@ where
         object::prepare_update(ctx.res(), &old, &mut new, status_only)?;
         let allocating = ctx.res().strategy.storage() == Storage::ServiceAllocations;
         let warnings = if status_only {
+            admission::validate_status_update(ctx, &old, &new).await?;
             Vec::new()
         } else {
             admit_update(ctx, &old, &mut new).await?

@@ -6,6 +6,7 @@
 
 mod alloc;
 mod bootstrap;
+pub mod external_ips;
 mod plan;
 mod validate;
 
