@@ -97,6 +97,9 @@ pub struct ApiConfig {
     pub max_watches_per_user: usize,
     /// The audit log (JSON lines, one per mutating request); empty: `<data_dir>/audit.log`.
     pub audit_log_path: String,
+    /// An `audit.k8s.io/v1` Policy choosing each request's level (None, Metadata, Request,
+    /// RequestResponse). Empty: Metadata for every request but health checks and metrics.
+    pub audit_policy_file: String,
     /// The audit log is rotated (to `<path>.1`) when it would grow past this.
     pub audit_log_max_size_mb: u64,
     /// Rotated audit logs kept (`<path>.1` .. `<path>.N`); 0: none, the old log is removed.
@@ -118,6 +121,7 @@ impl Default for ApiConfig {
             request_timeout_seconds: 60,
             max_watches_per_user: 250,
             audit_log_path: String::new(),
+            audit_policy_file: String::new(),
             audit_log_max_size_mb: 100,
             audit_log_max_backups: 3,
             admission_control_config_file: String::new(),

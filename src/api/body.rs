@@ -9,7 +9,10 @@ use super::status::ApiError;
 /// Upstream's limit for a request body.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
-pub async fn read(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+pub async fn read<S>(mut payload: S) -> Result<web::Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin,
+{
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk =

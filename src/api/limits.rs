@@ -3,8 +3,8 @@
 //! served at once, the next get 429 TooManyRequests with `Retry-After: 1` (clients back off
 //! and retry; nothing is half-done because the request never started); requests that take
 //! longer than `api.request_timeout_seconds` get 504. Health, version and metrics, and
-//! long-running requests (watches, log follows, exec, attach, port-forward, proxy) are exempt,
-//! as upstream exempts them.
+//! long-running requests (watches, logs, exec, attach, port-forward, proxy) are exempt, as
+//! upstream exempts them.
 //!
 //! Long-running requests have their own limit: at most `api.max_watches_per_user` watches
 //! open per client (the authenticated user; for anonymous requests the client's address),
@@ -21,6 +21,7 @@ use actix_web::{web, HttpRequest};
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::sync::Semaphore;
 
+use super::request::info::RequestInfo;
 use super::status::ApiError;
 use crate::config::ApiConfig;
 
@@ -148,7 +149,8 @@ impl Limiter {
     }
 }
 
-/// Upstream's long-running requests (and the endpoints that must answer under load).
+/// Upstream's long-running requests (and the endpoints that must answer under load),
+/// decided on the parsed request.
 fn exempt(req: &ServiceRequest) -> bool {
     let path = req.path();
     if matches!(
@@ -157,21 +159,8 @@ fn exempt(req: &ServiceRequest) -> bool {
     ) {
         return true;
     }
-    let query = req.query_string();
-    let flag = |name: &str| {
-        query.split('&').any(|kv| {
-            kv.strip_prefix(name)
-                .and_then(|v| v.strip_prefix('='))
-                .is_some_and(|v| v == "true" || v == "1")
-        })
-    };
-    path.contains("/watch/")
-        || flag("watch")
-        || (path.ends_with("/log") && flag("follow"))
-        || ["/exec", "/attach", "/portforward"]
-            .iter()
-            .any(|s| path.ends_with(s))
-        || path.split('/').any(|s| s == "proxy")
+    let method = req.method().as_str();
+    RequestInfo::parse(method, path, req.query_string()).long_running()
 }
 
 pub async fn admit(
@@ -227,8 +216,16 @@ mod tests {
         assert!(ex("/api/v1/watch/pods"));
         assert!(ex("/api/v1/namespaces/d/pods/p/log?follow=true"));
         assert!(ex("/api/v1/namespaces/d/pods/p/exec?command=sh"));
-        assert!(!ex("/api/v1/namespaces/d/pods/p/log"));
+        assert!(
+            ex("/api/v1/namespaces/d/pods/p/log"),
+            "as upstream: logs are long-running"
+        );
         assert!(!ex("/api/v1/pods?watchers=1"));
+        // Decided on the parsed request: a write with `?watch=true` or an object named
+        // `proxy` is limited like any other.
+        let post = TestRequest::post().uri("/api/v1/namespaces/d/configmaps?watch=true");
+        assert!(!exempt(&post.to_srv_request()));
+        assert!(!ex("/api/v1/namespaces/d/configmaps/proxy"));
         assert!(!ex("/apis/apps/v1/deployments"));
     }
 

@@ -2,6 +2,7 @@
 //! their consistency, paged lists (`list`) and guaranteed updates (`write`). Nothing here
 //! knows a kind; handlers, subresources and watches build on it.
 
+pub mod info;
 pub mod list;
 pub mod write;
 

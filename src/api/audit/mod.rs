@@ -1,13 +1,15 @@
-//! The audit log: one JSON line per mutating request (create, update, patch, delete and
-//! deletecollection on `/api` and `/apis` paths, subresources included, refused and failed
-//! ones too) in upstream's `audit.k8s.io/v1` Event format at the Metadata level: who, what,
-//! from where, and the outcome; never a request or response body (they hold secrets).
+//! The audit log: one JSON line per request the policy (`policy.rs`, upstream's
+//! `audit.k8s.io/v1` Policy) gives a level, reads and long-running ones (exec, attach,
+//! port-forward, logs, watches) and the join endpoint included, refused and failed ones too,
+//! in upstream's Event format: who, what, from where, and the outcome; the request body at
+//! Request level and the response too at RequestResponse. Without a policy file every
+//! request but health checks is logged at Metadata, never with bodies (they hold secrets).
 //!
 //! Requests never wait for the disk: events go through a bounded channel to one writer
 //! thread that appends them to the file (mode 0600) and rotates it when it would grow past
 //! `api.audit_log_max_size_mb`, keeping `api.audit_log_max_backups` old files (`<path>.1` the
-//! newest). When the channel is full the event is dropped and counted
-//! (`apiserver_audit_event_dropped_total`).
+//! newest). When the channel is full the event is dropped, counted
+//! (`apiserver_audit_event_dropped_total`) and logged (once per run of drops).
 //!
 //! [`record`] must be the outermost middleware (the last `.wrap`), so that it also sees the
 //! requests refused by authentication and the in-flight limiter, and [`tap`] the innermost
@@ -34,8 +36,12 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::auth::{Decision, UserInfo};
+use super::request::info::RequestInfo;
 use super::status::ApiError;
 use crate::config::ApiConfig;
+use policy::{Level, Policy};
+
+pub mod policy;
 
 /// Events waiting for the writer; more are dropped (and counted).
 const QUEUE: usize = 10_000;
@@ -66,6 +72,10 @@ pub struct Event {
     response_status: ResponseStatus,
     request_received_timestamp: String,
     stage_timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_object: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_object: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     annotations: BTreeMap<&'static str, String>,
 }
@@ -114,55 +124,16 @@ fn now() -> String {
     format!("{:.6}", jiff::Timestamp::now())
 }
 
-/// Upstream's verb and object of a request path (`RequestInfoFactory`); no object for paths
-/// that name no resource.
-fn request_info(method: &str, path: &str) -> (String, Option<ObjectRef>) {
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let (group, version, mut parts) = match segs.as_slice() {
-        ["api", v, rest @ ..] => ("", *v, rest),
-        ["apis", g, v, rest @ ..] => (*g, *v, rest),
-        _ => return (method.to_ascii_lowercase(), None),
-    };
-    let mut namespace = "";
-    if parts.first() == Some(&"namespaces") && parts.len() > 1 {
-        namespace = parts[1];
-        // `namespaces/NAME/status` and `/finalize` are the namespace's own subresources.
-        if parts.len() > 2 && !matches!(parts[2], "status" | "finalize") {
-            parts = &parts[2..];
-        }
-    }
-    let Some(resource) = parts.first() else {
-        return (method.to_ascii_lowercase(), None);
-    };
-    let name = parts.get(1).copied().unwrap_or("");
-    let verb = match method {
-        "POST" => "create",
-        "PUT" => "update",
-        "PATCH" => "patch",
-        "DELETE" if name.is_empty() => "deletecollection",
-        "DELETE" => "delete",
-        "GET" | "HEAD" => "get",
-        other => return (other.to_ascii_lowercase(), None),
-    };
-    let object = ObjectRef {
-        resource: resource.to_string(),
-        namespace: namespace.into(),
-        name: name.into(),
-        api_group: group.into(),
-        api_version: version.into(),
-        subresource: parts.get(2).copied().unwrap_or("").into(),
-    };
-    (verb.into(), Some(object))
-}
-
-/// Mutating requests on the resource API.
-fn audited(req: &ServiceRequest) -> bool {
-    let path = req.path();
-    matches!(req.method().as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
-        && ["/api", "/apis"].iter().any(|p| {
-            path.strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+/// The object of a resource request, as an audit event names it.
+fn object_ref(info: &RequestInfo) -> Option<ObjectRef> {
+    info.resource_request.then(|| ObjectRef {
+        resource: info.resource.clone(),
+        namespace: info.namespace.clone(),
+        name: info.name.clone(),
+        api_group: info.group.clone(),
+        api_version: info.version.clone(),
+        subresource: info.subresource.clone(),
+    })
 }
 
 fn header<'a>(req: &'a ServiceRequest, name: &str) -> Option<&'a str> {
@@ -210,8 +181,7 @@ fn reason_for(code: u16) -> &'static str {
 
 impl Event {
     /// The event of a request, before it is served.
-    fn begin(req: &ServiceRequest) -> Event {
-        let (verb, object_ref) = request_info(req.method().as_str(), req.path());
+    fn begin(req: &ServiceRequest, info: &RequestInfo) -> Event {
         let request_uri = req
             .uri()
             .path_and_query()
@@ -224,11 +194,13 @@ impl Event {
             audit_id: uuid::Uuid::new_v4().to_string(),
             stage: "ResponseComplete",
             request_uri,
-            verb,
+            verb: info.verb.clone(),
             user: UserInfo::anonymous(),
             source_ips: source_ips(req),
             user_agent: header(req, "user-agent").unwrap_or_default().to_string(),
-            object_ref,
+            object_ref: object_ref(info),
+            request_object: None,
+            response_object: None,
             response_status: ResponseStatus::default(),
             stage_timestamp: received.clone(),
             request_received_timestamp: received,
@@ -306,37 +278,74 @@ pub async fn tap(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-/// The Status reason of an error answer (its body is a small `metav1.Status`).
-fn failure_reason(res: ServiceResponse<BoxBody>) -> (ServiceResponse<BoxBody>, Option<String>) {
+/// The answer's body when it is one piece (not a stream), with the Status reason of an
+/// error answer and, when `keep`, the body as JSON for a RequestResponse event.
+fn inspect(
+    res: ServiceResponse<BoxBody>,
+    keep: bool,
+) -> (
+    ServiceResponse<BoxBody>,
+    Option<String>,
+    Option<serde_json::Value>,
+) {
+    let failed = res.status().as_u16() >= 400;
+    if !failed && !keep {
+        return (res, None, None);
+    }
     let (req, res) = res.into_parts();
     let (res, body) = res.into_parts();
-    let (body, reason) = match body.try_into_bytes() {
+    let (body, reason, object) = match body.try_into_bytes() {
         Ok(bytes) => {
-            let reason = (bytes.len() <= STATUS_BODY_LIMIT)
+            let parsed = (keep || bytes.len() <= STATUS_BODY_LIMIT)
                 .then(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-                .flatten()
+                .flatten();
+            let reason = parsed
+                .as_ref()
+                .filter(|_| failed)
                 .and_then(|v| v.get("reason")?.as_str().map(String::from))
                 .filter(|r| !r.is_empty());
-            (BoxBody::new(bytes), reason)
+            (BoxBody::new(bytes), reason, parsed.filter(|_| keep))
         }
-        Err(body) => (body, None),
+        Err(body) => (body, None, None),
     };
-    (ServiceResponse::new(req, res.set_body(body)), reason)
+    (
+        ServiceResponse::new(req, res.set_body(body)),
+        reason,
+        object,
+    )
 }
 
-/// The audit middleware: one event per mutating API request, whatever its outcome.
+/// Reads the request body (for a Request-level event) and puts it back for the handlers.
+async fn keep_body(req: &mut ServiceRequest) -> Result<web::Bytes, ApiError> {
+    let bytes = super::body::read(req.take_payload()).await?;
+    req.set_payload(actix_web::dev::Payload::from(bytes.clone()));
+    Ok(bytes)
+}
+
+/// The audit middleware: one event per request the policy logs, whatever its outcome.
 pub async fn record(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let auditor = req.app_data::<web::Data<Auditor>>().cloned();
-    let Some(auditor) = auditor.filter(|_| audited(&req)) else {
+    let Some(auditor) = req.app_data::<web::Data<Auditor>>().cloned() else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
-    let mut event = Event::begin(&req);
+    let info = RequestInfo::parse(req.method().as_str(), req.path(), req.query_string());
+    let path = req.path().to_string();
+    let mut event = Event::begin(&req, &info);
+    // Bodies are read ahead only when some rule could log them.
+    let body = if auditor.policy.logs_bodies() {
+        Some(keep_body(&mut req).await?)
+    } else {
+        None
+    };
     let slot = Rc::new(RefCell::new(Seen::default()));
     req.extensions_mut().insert(Slot(slot.clone()));
     note_user(&req);
+    let level_of = |seen: &Seen| {
+        let user = seen.user.clone().unwrap_or_else(UserInfo::anonymous);
+        auditor.policy.level(&user, &info, &path)
+    };
     match next.call(req).await {
         Ok(res) => {
             let res = res.map_into_boxed_body();
@@ -350,25 +359,24 @@ pub async fn record(
                     seen.decision = Some(d.clone());
                 }
             }
+            let (level, omit) = level_of(&slot.borrow());
             let code = res.status().as_u16();
-            let (mut res, reason) = if code >= 400 {
-                failure_reason(res)
-            } else {
-                (res, None)
-            };
+            let (mut res, reason, response) = inspect(res, level >= Level::RequestResponse);
             if let Ok(id) = HeaderValue::from_str(&event.audit_id) {
                 res.headers_mut()
                     .insert(HeaderName::from_static("audit-id"), id);
             }
             event.finish(slot.take(), code, reason, true);
-            auditor.submit(event);
+            event.response_object = response;
+            auditor.submit(event, level, &omit, body.as_deref());
             Ok(res)
         }
         Err(e) => {
+            let (level, omit) = level_of(&slot.borrow());
             let code = e.as_response_error().status_code().as_u16();
             let reason = e.as_error::<ApiError>().map(|a| a.reason().to_string());
             event.finish(slot.take(), code, reason, false);
-            auditor.submit(event);
+            auditor.submit(event, level, &omit, body.as_deref());
             Err(e)
         }
     }
@@ -378,8 +386,11 @@ pub async fn record(
 #[derive(Clone)]
 pub struct Auditor {
     tx: SyncSender<Event>,
+    policy: std::sync::Arc<Policy>,
     events: IntCounter,
     dropped: IntCounter,
+    /// Drops are logged once per run of them.
+    dropping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Auditor {
@@ -392,8 +403,9 @@ impl Auditor {
         let max_bytes = cfg.audit_log_max_size_mb.saturating_mul(1 << 20).max(1);
         let log = LogFile::open(&path, max_bytes, cfg.audit_log_max_backups)
             .map_err(|e| io::Error::new(e.kind(), format!("audit log {}: {e}", path.display())))?;
+        let policy = Policy::load(&cfg.audit_policy_file).map_err(io::Error::other)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let (auditor, errors) = Auditor::new(tx, registry)?;
+        let (auditor, errors) = Auditor::new(tx, policy, registry)?;
         std::thread::Builder::new()
             .name("audit-log".into())
             .spawn(move || write_events(rx, log, errors))?;
@@ -401,7 +413,11 @@ impl Auditor {
         Ok(auditor)
     }
 
-    fn new(tx: SyncSender<Event>, registry: &Registry) -> io::Result<(Auditor, IntCounter)> {
+    fn new(
+        tx: SyncSender<Event>,
+        policy: Policy,
+        registry: &Registry,
+    ) -> io::Result<(Auditor, IntCounter)> {
         let counter = |name: &str, help: &str| -> io::Result<IntCounter> {
             let c = IntCounter::new(name, help).map_err(io::Error::other)?;
             registry
@@ -411,7 +427,7 @@ impl Auditor {
         };
         let events = counter(
             "apiserver_audit_event_total",
-            "Audit events generated (mutating API requests).",
+            "Audit events generated (requests the audit policy logs).",
         )?;
         let dropped = counter(
             "apiserver_audit_event_dropped_total",
@@ -424,18 +440,39 @@ impl Auditor {
         Ok((
             Auditor {
                 tx,
+                policy: std::sync::Arc::new(policy),
                 events,
                 dropped,
+                dropping: Default::default(),
             },
             errors,
         ))
     }
 
-    /// Queues an event; drops (and counts) it when the writer is behind.
-    fn submit(&self, event: Event) {
+    /// Queues an event at `level` (with the request `body` from Request level on), unless
+    /// the level is None or its stage is omitted; drops (counts and logs) it when the writer
+    /// is behind.
+    fn submit(&self, mut event: Event, level: Level, omit: &[String], body: Option<&[u8]>) {
+        if level == Level::None || omit.iter().any(|s| s == event.stage) {
+            return;
+        }
+        event.level = level.name();
+        if level >= Level::Request {
+            event.request_object = body.filter(|b| !b.is_empty()).map(|b| {
+                serde_json::from_slice(b).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(b).into_owned())
+                })
+            });
+        }
         self.events.inc();
+        use std::sync::atomic::Ordering;
         if self.tx.try_send(event).is_err() {
             self.dropped.inc();
+            if !self.dropping.swap(true, Ordering::Relaxed) {
+                warn!("audit log writer is behind: events are being dropped (apiserver_audit_event_dropped_total)");
+            }
+        } else if self.dropping.swap(false, Ordering::Relaxed) {
+            info!("audit log writer caught up");
         }
     }
 }
@@ -583,6 +620,10 @@ mod tests {
     use serde_json::Value;
     use std::time::{Duration, Instant};
 
+    fn info_of(req: &ServiceRequest) -> RequestInfo {
+        RequestInfo::parse(req.method().as_str(), req.path(), req.query_string())
+    }
+
     fn line(event: &Event) -> Value {
         let text = serde_json::to_string(event).expect("serialize");
         assert!(!text.contains('\n'), "one line per event");
@@ -591,7 +632,10 @@ mod tests {
 
     #[test]
     fn request_paths_name_verbs_and_objects() {
-        let obj = |method, path| request_info(method, path);
+        let obj = |method, path| {
+            let info = RequestInfo::parse(method, path, "");
+            (info.verb.clone(), object_ref(&info))
+        };
         let (verb, o) = obj("POST", "/api/v1/namespaces/default/configmaps");
         let o = o.expect("an object");
         assert_eq!(verb, "create");
@@ -649,25 +693,6 @@ mod tests {
     }
 
     #[test]
-    fn only_mutating_api_requests_are_audited() {
-        let audited_as = |method: &str, uri: &str| {
-            let req = TestRequest::with_uri(uri)
-                .method(method.parse().expect("method"))
-                .to_srv_request();
-            audited(&req)
-        };
-        assert!(audited_as("POST", "/api/v1/namespaces/d/configmaps"));
-        assert!(audited_as(
-            "DELETE",
-            "/apis/apps/v1/namespaces/d/deployments/x"
-        ));
-        assert!(audited_as("PATCH", "/api/v1/nodes/n1/status"));
-        assert!(!audited_as("GET", "/api/v1/namespaces/d/configmaps"));
-        assert!(!audited_as("POST", "/apisx/v1"));
-        assert!(!audited_as("POST", "/metrics"));
-    }
-
-    #[test]
     fn an_event_line_reads_like_upstream() {
         let req = TestRequest::with_uri(
             "/api/v1/namespaces/default/configmaps?fieldManager=kubectl-create",
@@ -677,7 +702,7 @@ mod tests {
         .insert_header(("User-Agent", "kubectl/v1.33.0"))
         .insert_header(("X-Forwarded-For", "192.0.2.7, not-an-ip"))
         .to_srv_request();
-        let mut event = Event::begin(&req);
+        let mut event = Event::begin(&req, &info_of(&req));
         let user = UserInfo {
             username: "admin".into(),
             uid: "u-1".into(),
@@ -725,17 +750,17 @@ mod tests {
 
         // A success has no failure fields; a 403 is a forbid; a refusal before authorization
         // has no decision.
-        let mut ok = Event::begin(&req);
+        let mut ok = Event::begin(&req, &info_of(&req));
         ok.finish(Seen::default(), 201, None, true);
         let v = line(&ok);
         assert_eq!(v["responseStatus"], serde_json::json!({"code": 201}));
         assert_eq!(v["user"]["username"], "system:anonymous");
-        let mut forbidden = Event::begin(&req);
+        let mut forbidden = Event::begin(&req, &info_of(&req));
         forbidden.finish(Seen::default(), 403, None, true);
         let v = line(&forbidden);
         assert_eq!(v["annotations"]["authorization.k8s.io/decision"], "forbid");
         assert_eq!(v["responseStatus"]["reason"], "Forbidden");
-        let mut refused = Event::begin(&req);
+        let mut refused = Event::begin(&req, &info_of(&req));
         refused.finish(Seen::default(), 429, None, false);
         let v = line(&refused);
         assert!(v.get("annotations").is_none(), "{v}");
@@ -818,12 +843,14 @@ mod tests {
     fn a_full_queue_drops_and_counts() {
         let registry = Registry::new();
         let (tx, rx) = mpsc::sync_channel(1);
-        let (auditor, _errors) = Auditor::new(tx, &registry).expect("auditor");
+        let (auditor, _errors) =
+            Auditor::new(tx, Policy::default_policy(), &registry).expect("auditor");
         let req = TestRequest::with_uri("/api/v1/namespaces/d/configmaps")
             .method(actix_web::http::Method::POST)
             .to_srv_request();
         for _ in 0..3 {
-            auditor.submit(Event::begin(&req));
+            let event = Event::begin(&req, &info_of(&req));
+            auditor.submit(event, Level::Metadata, &[], None);
         }
         assert_eq!(auditor.events.get(), 3);
         assert_eq!(auditor.dropped.get(), 2);
@@ -944,8 +971,8 @@ mod tests {
         .await;
         assert!(slow.is_err(), "the timeout is passed on");
 
-        let lines = lines(&path, 4);
-        assert_eq!(lines.len(), 4, "no GET: {lines:?}");
+        let lines = lines(&path, 5);
+        assert_eq!(lines.len(), 5, "reads too: {lines:?}");
         let summary: Vec<(&str, u64, Option<&str>, &str)> = lines
             .iter()
             .map(|l| {
@@ -961,6 +988,7 @@ mod tests {
             summary,
             vec![
                 ("create", 201, None, "alice"),
+                ("list", 201, None, "alice"),
                 ("create", 409, Some("AlreadyExists"), "alice"),
                 ("delete", 429, Some("TooManyRequests"), "alice"),
                 ("update", 504, Some("Timeout"), "alice"),
@@ -968,5 +996,60 @@ mod tests {
         );
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(!text.contains("c2VjcmV0"), "no bodies in the log: {text}");
+    }
+
+    #[actix_web::test]
+    async fn a_policy_logs_bodies_at_request_and_response_levels() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.log");
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(
+            &policy,
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: RequestResponse\n  resources: [{group: \"\", resources: [configmaps]}]\n- level: Request\n  verbs: [create]\n- level: None\n",
+        )
+        .expect("policy");
+        let cfg = ApiConfig {
+            audit_log_path: path.display().to_string(),
+            audit_policy_file: policy.display().to_string(),
+            ..ApiConfig::default()
+        };
+        let auditor = Auditor::start(&cfg, &Registry::new()).expect("auditor");
+        let app = test::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(tap))
+                .wrap(actix_web::middleware::from_fn(authenticate))
+                .wrap(actix_web::middleware::from_fn(record))
+                .app_data(web::Data::new(auditor))
+                .default_service(web::to(|body: web::Bytes| async move {
+                    HttpResponse::Created().body(body)
+                })),
+        )
+        .await;
+        use actix_web::http::Method;
+        for (method, uri) in [
+            (Method::POST, "/api/v1/namespaces/d/configmaps"),
+            (Method::POST, "/api/v1/namespaces/d/pods"),
+            (Method::PUT, "/api/v1/namespaces/d/pods/p"),
+        ] {
+            let req = TestRequest::with_uri(uri)
+                .method(method)
+                .set_payload(r#"{"kind":"X","n":1}"#)
+                .to_request();
+            let res = test::call_service(&app, req).await;
+            let echoed = test::read_body(res).await;
+            assert_eq!(
+                &echoed[..],
+                br#"{"kind":"X","n":1}"#,
+                "the handler reads the body"
+            );
+        }
+        let lines = lines(&path, 2);
+        assert_eq!(lines.len(), 2, "the update is None: {lines:?}");
+        assert_eq!(lines[0]["level"], "RequestResponse");
+        assert_eq!(lines[0]["requestObject"]["n"], 1);
+        assert_eq!(lines[0]["responseObject"]["kind"], "X");
+        assert_eq!(lines[1]["level"], "Request");
+        assert_eq!(lines[1]["requestObject"]["n"], 1);
+        assert!(lines[1].get("responseObject").is_none());
     }
 }
