@@ -266,26 +266,39 @@ async fn a_peer_without_a_client_certificate_is_refused() {
 /// cluster CA is taken (the term rises), and a peer of another cluster is still refused
 /// by the hello.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_certificate_of_the_cluster_ca_is_taken_unless_the_cluster_id_differs() {
+async fn a_peer_certificate_of_the_cluster_ca_is_taken_only_for_its_own_member_and_cluster() {
     install_provider();
-    let c = Cluster::start(1, |_| {});
+    let c = Cluster::start(3, |_| {});
     c.leader().await;
     let addr = c.opts[0].peers[&1].clone();
     let term = c.status(0).await.term;
-    let peer = c
-        .ca()
-        .issue("n2", &[PEER_ORGANIZATION], &["127.0.0.1"])
-        .expect("certificate");
-    let tls = client_config(&c.ca().cert_pem(), Some(&peer));
+    let issue = |name: &str| {
+        let peer = c
+            .ca()
+            .issue(name, &[PEER_ORGANIZATION], &["127.0.0.1"])
+            .expect("certificate");
+        client_config(&c.ca().cert_pem(), Some(&peer))
+    };
+    let (n2, n3) = (issue("n2"), issue("n3"));
 
-    let foreign = knock(&addr, tls.clone(), 0xbad, 2, 1, term + 10).await;
+    let foreign = knock(&addr, n2.clone(), 0xbad, 2, 1, term + 10).await;
     assert!(
         refused(foreign).await,
         "a peer of another cluster is closed"
     );
-    assert_eq!(c.status(0).await.term, term, "its message was not stepped");
+    // The attack: a member (or a stolen member certificate) speaking as another member.
+    let impostor = knock(&addr, n3, c.opts[0].cluster_id, 2, 1, term + 10).await;
+    assert!(
+        refused(impostor).await,
+        "n3's certificate cannot speak as member 2"
+    );
+    assert_eq!(
+        c.status(0).await.term,
+        term,
+        "their messages were not stepped"
+    );
 
-    let _own = knock(&addr, tls, c.opts[0].cluster_id, 2, 1, term + 10)
+    let _own = knock(&addr, n2, c.opts[0].cluster_id, 2, 1, term + 10)
         .await
         .expect("handshake with a peer certificate");
     let replica = c.replica(0);
@@ -294,7 +307,7 @@ async fn a_peer_certificate_of_the_cluster_ca_is_taken_unless_the_cluster_id_dif
             replica.status().await.map(|s| s.term).unwrap_or(0) >= term + 10
         })
         .await,
-        "the heartbeat of a peer of the cluster CA is stepped"
+        "the heartbeat of member 2 with its own certificate is stepped"
     );
     assert_eq!(tls_failures(&c, 0, "inbound"), 0);
 }

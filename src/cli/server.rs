@@ -100,6 +100,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             .iter()
             .map(|m| (m.id, m.peer_addr.clone()))
             .collect(),
+        peer_names: members.iter().map(|m| (m.id, m.name.clone())).collect(),
         data_dir: cfg.data_dir.clone(),
         tick: cfg.tick(),
         election_ticks: cfg.raft.election_ticks,
@@ -177,6 +178,7 @@ pub fn run(args: ServerArgs) -> Result<(), CliError> {
             token: pki.token.clone(),
             ca: pki.ca,
             files: pki.files.clone(),
+            api_names: crate::pki::api_names(&cfg),
         },
     };
     let sys = actix::System::new();

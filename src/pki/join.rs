@@ -51,6 +51,8 @@ pub struct JoinService {
     pub token: ClusterToken,
     pub ca: Ca,
     pub files: Files,
+    /// The API's names (`super::api_names`): an agent's certificate never gets them.
+    pub api_names: super::Leaf,
 }
 
 impl JoinService {
@@ -76,11 +78,18 @@ impl JoinService {
                         req.name
                     )));
                 }
+                let reserved = &self.api_names;
                 let names = super::Leaf {
                     common_name: String::new(),
                     organization: None,
-                    dns_names: req.dns_names.clone(),
-                    ips: req.ips.clone(),
+                    dns_names: (req.dns_names.iter())
+                        .filter(|d| !reserved.dns_names.contains(d))
+                        .cloned()
+                        .collect(),
+                    ips: (req.ips.iter())
+                        .filter(|ip| !reserved.ips.contains(ip))
+                        .copied()
+                        .collect(),
                 };
                 let (cert, key) = self.ca.issue(&node_leaf(&names, &req.name))?;
                 b.node_crt = cert;
@@ -229,5 +238,56 @@ where
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_certificate_never_carries_the_api_names_nor_the_servers_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = Files::of(dir.path());
+        files.create().expect("pki dir");
+        std::fs::write(files.token_pub(), "public key").expect("token.pub");
+        let join = JoinService {
+            token: ClusterToken::generate().expect("token"),
+            ca: Ca::generate("t").expect("ca"),
+            files,
+            api_names: super::super::Leaf {
+                dns_names: vec!["kubernetes.default.svc".into()],
+                ips: vec!["10.96.0.1".parse().expect("ip")],
+                ..Default::default()
+            },
+        };
+        let b = join
+            .bundle(&JoinRequest {
+                role: Role::Agent,
+                name: "n5".into(),
+                dns_names: vec!["n5".into(), "kubernetes.default.svc".into()],
+                ips: vec![
+                    "10.0.0.5".parse().expect("ip"),
+                    "10.96.0.1".parse().expect("ip"),
+                ],
+            })
+            .expect("bundle");
+        assert!(b.ca_key.is_empty() && b.token_key.is_empty() && b.encryption_keys.is_empty());
+        use rustls_pki_types::pem::PemObject;
+        let der =
+            rustls_pki_types::CertificateDer::from_pem_slice(b.node_crt.as_bytes()).expect("pem");
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).expect("x509");
+        let sans = cert
+            .subject_alternative_name()
+            .expect("extension")
+            .expect("SANs")
+            .value
+            .general_names
+            .iter()
+            .map(|n| format!("{n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        // IPs print as hex octets: 10.0.0.5 is 0a:00:00:05, 10.96.0.1 is 0a:60:00:01.
+        assert_eq!(sans, "DNSName(n5) IPAddress(0a:00:00:05)");
     }
 }

@@ -166,6 +166,41 @@ pub fn configured_token(cfg: &Config) -> Result<Option<ClusterToken>, PkiError> 
     Ok(None)
 }
 
+/// The names clients reach the API by (`kubernetes.default.svc...` and the first service
+/// IP): only servers' certificates carry them.
+pub fn api_names(cfg: &Config) -> Leaf {
+    let domain = &cfg.services.cluster_domain;
+    let dns_names = vec![
+        "kubernetes".to_string(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        format!("kubernetes.default.svc.{domain}"),
+    ];
+    let ips = cfg
+        .services
+        .service_cidr
+        .parse::<ipnet::Ipv4Net>()
+        .ok()
+        .and_then(|net| net.hosts().next())
+        .map(IpAddr::V4)
+        .into_iter()
+        .collect();
+    Leaf {
+        dns_names,
+        ips,
+        ..Leaf::default()
+    }
+}
+
+/// A server's names: the node's and the API's.
+fn server_names(cfg: &Config) -> Leaf {
+    let mut names = node_names(cfg);
+    let api = api_names(cfg);
+    names.dns_names.extend(api.dns_names);
+    names.ips.extend(api.ips);
+    names
+}
+
 /// Names and addresses a node's certificates carry.
 pub fn node_names(cfg: &Config) -> Leaf {
     let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
@@ -184,20 +219,10 @@ pub fn node_names(cfg: &Config) -> Leaf {
     }
     add_host(&cfg.node.address);
     add_host(&cfg.node.listen_addr.ip().to_string());
-    let domain = &cfg.services.cluster_domain;
-    for n in [
-        "kubernetes".to_string(),
-        "kubernetes.default".into(),
-        "kubernetes.default.svc".into(),
-        format!("kubernetes.default.svc.{domain}"),
-    ] {
-        dns.push(n);
-    }
-    if let Ok(net) = cfg.services.service_cidr.parse::<ipnet::Ipv4Net>() {
-        if let Some(first) = net.hosts().next() {
-            ips.push(IpAddr::V4(first));
-        }
-    }
+    let api = api_names(cfg);
+    // A node's certificate never carries the API server's names (it could impersonate it).
+    dns.retain(|d| !api.dns_names.contains(d));
+    ips.retain(|ip| !api.ips.contains(ip));
     ips.sort();
     ips.dedup();
     dns.sort();
@@ -270,15 +295,14 @@ pub async fn ensure_server(cfg: &Config) -> Result<ServerPki, PkiError> {
     if !token_path.exists() {
         write_private(&token_path, &token.full(&ca.hash()?))?;
     }
-    let names = node_names(cfg);
     let (cert, key) = ca.issue(&Leaf {
         common_name: cfg.node_name.clone(),
         organization: Some(SERVERS_GROUP.into()),
-        ..names.clone()
+        ..server_names(cfg)
     })?;
     let server = KeyedCert { cert, key };
     server.save(&files, "server")?;
-    let (cert, key) = ca.issue(&node_leaf(&names, &cfg.node_name))?;
+    let (cert, key) = ca.issue(&node_leaf(&node_names(cfg), &cfg.node_name))?;
     let node = KeyedCert { cert, key };
     node.save(&files, "node")?;
     let admin_token = if files.admin_token().exists() {

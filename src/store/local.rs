@@ -49,6 +49,7 @@ impl LocalCluster {
                     id: i as u64 + 1,
                     cluster_id: 0x5eed,
                     peers: peers.clone(),
+                    peer_names: (1..=n as u64).map(|id| (id, format!("n{id}"))).collect(),
                     data_dir: dir.join(format!("n{}", i + 1)),
                     tick: Duration::from_millis(100),
                     election_ticks: 10,

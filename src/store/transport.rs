@@ -136,6 +136,7 @@ impl Transport {
         let accept = Accept {
             cluster_id,
             node_id,
+            peer_names: opts.peer_names.clone(),
             inbound,
             isolation: isolation.clone(),
             tls: opts.tls.clone(),
@@ -291,6 +292,7 @@ pub fn decode_message(frame: &[u8]) -> Result<Message, protobuf::ProtobufError> 
 struct Accept {
     cluster_id: u64,
     node_id: u64,
+    peer_names: BTreeMap<u64, String>,
     inbound: Recipient<Inbound>,
     isolation: Isolation,
     tls: PeerTls,
@@ -349,6 +351,14 @@ impl Accept {
                 return;
             }
         };
+        // The member name the peer's certificate was issued for (its CN).
+        let certified = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| crate::pki::identity::subject_of_der(c.as_ref()).ok())
+            .map(|(cn, _)| cn);
         let mut framed = FramedRead::new(stream, codec());
         let Ok(Some(Ok(first))) = tokio::time::timeout(HANDSHAKE_TIMEOUT, framed.next()).await
         else {
@@ -366,6 +376,10 @@ impl Accept {
                 return;
             }
         };
+        if certified.as_ref() != self.peer_names.get(&peer) {
+            warn!(%from, "refusing peer: its hello claims id {peer} ({:?}) but its certificate names {certified:?}", self.peer_names.get(&peer));
+            return;
+        }
         while let Some(Ok(frame)) = framed.next().await {
             if self.isolation.get() {
                 continue;

@@ -37,6 +37,9 @@ pub struct NodeOptions {
     pub cluster_id: u64,
     /// All members (this one included): raft id -> peer address.
     pub peers: BTreeMap<u64, String>,
+    /// raft id -> member name, which the member's peer certificate names (CN): a peer may
+    /// only speak as the id its certificate was issued for.
+    pub peer_names: BTreeMap<u64, String>,
     pub data_dir: PathBuf,
     pub tick: Duration,
     pub election_ticks: usize,
