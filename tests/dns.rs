@@ -39,6 +39,7 @@ fn options(upstream: Vec<SocketAddr>, timeout_ms: u64) -> DnsOptions {
         ttl: 30,
         upstream,
         upstream_timeout: Duration::from_millis(timeout_ms),
+        clients: vec!["127.0.0.0/8".parse().expect("loopback")],
     }
 }
 
@@ -498,5 +499,30 @@ fn forwards_other_names_upstream() {
                 Some(("rcode", "SERVFAIL"))
             ) >= 1.0
         );
+    });
+}
+
+#[test]
+fn clients_outside_the_allowed_networks_are_refused() {
+    let servers = cluster();
+    actix::System::new().block_on(async {
+        let upstream = fake_upstream().await;
+        let registry = prometheus::Registry::new();
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        // The attack: anyone who reaches a node's address uses its DNS as an open resolver.
+        let pods_only = DnsOptions {
+            clients: vec!["10.244.0.0/16".parse().expect("pod network")],
+            ..options(vec![upstream], 300)
+        };
+        let (_dns, addr) = dns::serve(servers.client(0), pods_only, listen, &registry)
+            .await
+            .expect("start DNS");
+        for tcp in [false, true] {
+            let m = ask(addr, tcp, "Example.TEST.", RecordType::A).await;
+            assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+            assert!(m.answers.is_empty());
+            let m = ask(addr, tcp, &fqdn("kubernetes", "default"), RecordType::A).await;
+            assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        }
     });
 }

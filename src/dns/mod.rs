@@ -73,6 +73,9 @@ pub struct DnsConfig {
     pub upstream: Vec<String>,
     /// How long a forwarded query may take.
     pub upstream_timeout_ms: u64,
+    /// Networks (CIDRs) whose clients are answered besides the pod network, loopback and
+    /// this node's address (the node network, say); anyone else gets REFUSED.
+    pub allowed_clients: Vec<String>,
 }
 
 impl Default for DnsConfig {
@@ -83,6 +86,7 @@ impl Default for DnsConfig {
             ttl: 30,
             upstream: Vec::new(),
             upstream_timeout_ms: 2000,
+            allowed_clients: Vec::new(),
         }
     }
 }
@@ -95,6 +99,9 @@ pub struct DnsOptions {
     pub ttl: u32,
     pub upstream: Vec<SocketAddr>,
     pub upstream_timeout: Duration,
+    /// Who is answered; anyone else gets REFUSED (an open resolver on a node's address
+    /// would answer the whole network and amplify attacks).
+    pub clients: Vec<ipnet::IpNet>,
 }
 
 impl DnsOptions {
@@ -110,11 +117,29 @@ impl DnsOptions {
         if upstream.is_empty() {
             warn!("cluster DNS: no upstream resolver (dns.upstream, /etc/resolv.conf): other names answer SERVFAIL");
         }
+        let invalid = |e: String| DnsError::Config(e);
+        let loopback = ipnet::Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 8)
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut clients: Vec<ipnet::IpNet> = vec![
+            cfg.cluster_cidr()
+                .map_err(|e| invalid(e.to_string()))?
+                .into(),
+            loopback.trunc().into(),
+            ipnet::IpNet::from(listen.ip()),
+        ];
+        for c in &cfg.dns.allowed_clients {
+            let net = c
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| c.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| invalid(format!("dns.allowed_clients: {c:?} is not a CIDR")))?;
+            clients.push(net);
+        }
         Ok(DnsOptions {
             domain: cfg.services.cluster_domain.clone(),
             ttl: cfg.dns.ttl,
             upstream,
             upstream_timeout: Duration::from_millis(cfg.dns.upstream_timeout_ms.max(1)),
+            clients,
         })
     }
 }
@@ -146,6 +171,7 @@ pub async fn serve(
         Snapshot::empty(&opts.domain, opts.ttl),
         forwarder,
         metrics,
+        opts.clients.clone(),
     ));
     let mut server = Server::new(QueryHandler(shared.clone()));
     server.register_socket(udp);

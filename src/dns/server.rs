@@ -31,15 +31,23 @@ pub struct Shared {
     synced: AtomicBool,
     pub forwarder: Forwarder,
     pub metrics: DnsMetrics,
+    /// Who is answered (`DnsOptions::clients`).
+    clients: Vec<ipnet::IpNet>,
 }
 
 impl Shared {
-    pub fn new(empty: Snapshot, forwarder: Forwarder, metrics: DnsMetrics) -> Self {
+    pub fn new(
+        empty: Snapshot,
+        forwarder: Forwarder,
+        metrics: DnsMetrics,
+        clients: Vec<ipnet::IpNet>,
+    ) -> Self {
         Shared {
             snapshot: RwLock::new(Arc::new(empty)),
             synced: AtomicBool::new(false),
             forwarder,
             metrics,
+            clients,
         }
     }
 
@@ -111,6 +119,10 @@ fn rcode_label(rcode: ResponseCode) -> &'static str {
 
 impl QueryHandler {
     async fn answer(&self, request: &Request) -> Answer {
+        let src = request.src().ip();
+        if !self.0.clients.iter().any(|net| net.contains(&src)) {
+            return Answer::error(ResponseCode::Refused);
+        }
         let meta = &request.metadata;
         if meta.message_type != MessageType::Query || meta.op_code != OpCode::Query {
             return Answer::error(ResponseCode::NotImp);
