@@ -180,6 +180,64 @@ pub fn raft_peer_frame(data: &[u8]) {
     let _ = transport::decode_message(data);
 }
 
+/// An admission configuration file (`api.admission_control_config_file`): a file `path`
+/// plugins may name is read relative to it, so the fuzzer's inputs stay in a fake directory.
+pub fn admission_config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let path = std::path::Path::new("/nonexistent/admission.yaml");
+        let _ = crate::api::podsecurity::PodSecurityConfig::parse(path, text);
+    }
+}
+
+/// An audit policy file (`api.audit_policy_file`), then a level asked of it.
+pub fn audit_policy(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Decoders::audit_policy(text);
+    }
+}
+
+/// Pod Security Admission over a pod a client sent, at every level, and namespace labels.
+pub fn pod_security(data: &[u8]) {
+    use crate::api::podsecurity::{checks, policy};
+    let Ok(pod) = serde_json::from_slice::<k8s_openapi::api::core::v1::Pod>(data) else {
+        return;
+    };
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let lv = |level| policy::LevelVersion {
+        level,
+        version: policy::Version::LATEST,
+    };
+    let defaults = policy::Policy {
+        enforce: lv(policy::Level::Baseline),
+        audit: lv(policy::Level::Baseline),
+        warn: lv(policy::Level::Baseline),
+    };
+    let (p, _) = policy::Policy::from_labels(&labels, defaults);
+    if let Some(spec) = &pod.spec {
+        for level in [
+            p.enforce,
+            lv(policy::Level::Restricted),
+            policy::LevelVersion {
+                level: policy::Level::Restricted,
+                version: policy::Version::v1(18),
+            },
+        ] {
+            let found = checks::evaluate(level, &mut checks::PodView::new(&annotations, spec));
+            let _ = checks::describe(&found);
+        }
+    }
+}
+
+/// A cluster token as `--token`, `security.token` or a join's bearer token carries it.
+pub fn cluster_token(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(t) = crate::pki::ClusterToken::parse(text) {
+            let _ = t.accepts(text);
+        }
+    }
+}
+
 /// A fuzz target: any bytes in, nothing out, and it must return.
 pub type Target = fn(&[u8]);
 
@@ -194,4 +252,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("label_selector", label_selector),
     ("field_selector", field_selector),
     ("raft_peer_frame", raft_peer_frame),
+    ("admission_config", admission_config),
+    ("audit_policy", audit_policy),
+    ("pod_security", pod_security),
+    ("cluster_token", cluster_token),
 ];

@@ -112,3 +112,23 @@ fn field_selector() {
 fn raft_peer_frame() {
     replay("raft_peer_frame");
 }
+
+#[test]
+fn admission_config() {
+    replay("admission_config");
+}
+
+#[test]
+fn audit_policy() {
+    replay("audit_policy");
+}
+
+#[test]
+fn pod_security() {
+    replay("pod_security");
+}
+
+#[test]
+fn cluster_token() {
+    replay("cluster_token");
+}

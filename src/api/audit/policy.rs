@@ -221,6 +221,20 @@ impl Policy {
     }
 }
 
+impl crate::fuzz_targets::Decoders {
+    /// Parses an audit policy file and asks it for a level, as the audit middleware does.
+    pub fn audit_policy(text: &str) -> Result<(), String> {
+        let policy = Policy::parse(text)?;
+        let info = RequestInfo::parse("GET", "/api/v1/namespaces/d/pods/p/log", "");
+        let _ = policy.level(
+            &UserInfo::anonymous(),
+            &info,
+            "/api/v1/namespaces/d/pods/p/log",
+        );
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

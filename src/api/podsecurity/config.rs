@@ -119,7 +119,7 @@ impl PodSecurityConfig {
         Self::parse(path, &text)
     }
 
-    fn parse(path: &Path, text: &str) -> Result<PodSecurityConfig, ConfigError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<PodSecurityConfig, ConfigError> {
         let decode = |e: yaml_serde::Error| ConfigError::Decode(path.to_path_buf(), e.to_string());
         let invalid = |m: String| ConfigError::Invalid(path.to_path_buf(), m);
         let value: serde_json::Value = yaml_serde::from_str(text).map_err(decode)?;
