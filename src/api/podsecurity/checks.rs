@@ -27,8 +27,10 @@ struct Ctr<'a> {
     hooks: [Option<&'a LifecycleHandler>; 2],
 }
 
-impl<'a> Ctr<'a> {
-    fn of(c: &'a Container) -> Self {
+/// A `Ctr` of a `Container` or an `EphemeralContainer` (same fields, different types).
+macro_rules! ctr {
+    ($c:expr) => {{
+        let c = $c;
         let lc = c.lifecycle.as_ref();
         Ctr {
             name: &c.name,
@@ -44,25 +46,7 @@ impl<'a> Ctr<'a> {
                 lc.and_then(|l| l.pre_stop.as_ref()),
             ],
         }
-    }
-
-    fn ephemeral(c: &'a EphemeralContainer) -> Self {
-        let lc = c.lifecycle.as_ref();
-        Ctr {
-            name: &c.name,
-            sc: c.security_context.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            probes: [
-                c.liveness_probe.as_ref(),
-                c.readiness_probe.as_ref(),
-                c.startup_probe.as_ref(),
-            ],
-            hooks: [
-                lc.and_then(|l| l.post_start.as_ref()),
-                lc.and_then(|l| l.pre_stop.as_ref()),
-            ],
-        }
-    }
+    }};
 }
 
 /// A pod as the checks see it.
@@ -76,13 +60,18 @@ pub struct PodView<'a> {
 impl<'a> PodView<'a> {
     pub fn new(annotations: &'a BTreeMap<String, String>, spec: &'a PodSpec) -> Self {
         let mut containers: Vec<Ctr<'a>> = Vec::new();
-        containers.extend(spec.init_containers.iter().flatten().map(Ctr::of));
-        containers.extend(spec.containers.iter().map(Ctr::of));
+        containers.extend(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .map(|c: &'a Container| ctr!(c)),
+        );
+        containers.extend(spec.containers.iter().map(|c: &'a Container| ctr!(c)));
         containers.extend(
             spec.ephemeral_containers
                 .iter()
                 .flatten()
-                .map(Ctr::ephemeral),
+                .map(|c: &'a EphemeralContainer| ctr!(c)),
         );
         PodView {
             annotations,
