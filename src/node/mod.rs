@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod confined;
 pub mod image;
 pub mod layout;
 pub mod metrics;
