@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod confined;
 pub mod image;
 pub mod layout;
 pub mod metrics;
@@ -152,6 +153,8 @@ pub async fn start(
         state: cfg.node_state_dir(),
         run: node.run_dir.join(&cfg.node_name),
     };
+    // The state directory may be outside the data directory; it holds pod volumes.
+    crate::store::datadir::private_dir(&dirs.state)?;
     std::fs::create_dir_all(dirs.pods())?;
     let runtime = Runtime::new(node.runtime.clone(), dirs.runc_root())?;
     let images = Arc::new(ImageStore::open(

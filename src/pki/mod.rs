@@ -102,13 +102,12 @@ impl Files {
     pub fn exists(&self, name: &str) -> bool {
         self.path(name).exists()
     }
+    /// The data directory and `pki` in it, both 0700 (narrowed if they existed wider).
     fn create(&self) -> Result<(), PkiError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.0)
-            .map_err(io(&self.0))
+        if let Some(data_dir) = self.0.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::store::datadir::private_dir(data_dir).map_err(io(data_dir))?;
+        }
+        crate::store::datadir::private_dir(&self.0).map_err(io(&self.0))
     }
 }
 

@@ -53,7 +53,7 @@ pub fn prepare(
         path: path.to_path_buf(),
         source,
     };
-    fs::create_dir_all(path).map_err(io)?;
+    private_dir(path).map_err(io)?;
     let meta_path = path.join(META_FILE);
     let want = Meta {
         format: FORMAT,
@@ -104,6 +104,22 @@ pub fn prepare(
     }
 }
 
+/// Creates `path` (and missing parents) mode 0700, and narrows it to 0700 when it already
+/// existed with wider rights: keys, tokens and pod volumes live below it.
+pub fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    let mode = fs::metadata(path)?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        tracing::warn!(dir = %path.display(), mode = format!("{mode:o}"), "narrowing the data directory to 0700");
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// A stable id for a cluster: FNV-1a over its name and sorted member names, so every member
 /// computes the same value and a member of another cluster is told apart. Peer addresses
 /// are left out: a member may move to a new address and keep its data.
@@ -121,6 +137,18 @@ pub fn cluster_id(name: &str, member_names: &[String]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_existing_wide_open_dir_becomes_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("d");
+        fs::create_dir_all(&p).expect("mkdir");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+        prepare(&p, 7, 1, "n1").expect("prepare");
+        let mode = fs::metadata(&p).expect("meta").permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+    }
 
     #[test]
     fn refuses_foreign_and_unknown_dirs() {

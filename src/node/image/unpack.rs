@@ -3,13 +3,17 @@
 //! `trusted.overlay.opaque` attribute). The uncompressed stream is hashed on the way and must
 //! match the image config's diff_id.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
+use nix::sys::stat::{mknodat, Mode, SFlag};
 use sha2::{Digest, Sha256};
 
 use super::ImageError;
+use crate::node::confined;
 
 /// Passes bytes through and hashes them.
 struct Hashing<R> {
@@ -33,30 +37,42 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn whiteout(path: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    // SAFETY: a valid NUL-terminated path; mknod only reads it.
-    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
+/// An overlay whiteout (a 0/0 character device) for `name` in the layer directory `dir`.
+fn whiteout(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    mknodat(dir, name, SFlag::S_IFCHR, Mode::empty(), 0)
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))
+}
+
+/// Marks the layer directory `dir` opaque (it hides what lower layers have there).
+fn opaque(dir: &OwnedFd) -> io::Result<()> {
+    let name = b"trusted.overlay.opaque\0";
+    // SAFETY: a valid open descriptor, a NUL-terminated name and a 1-byte value.
+    let rc = unsafe {
+        libc::fsetxattr(
+            dir.as_raw_fd(),
+            name.as_ptr().cast(),
+            b"y".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
 }
 
-fn opaque(dir: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    let name = b"trusted.overlay.opaque\0";
-    // SAFETY: valid NUL-terminated strings and a 1-byte value.
-    let rc =
-        unsafe { libc::setxattr(c.as_ptr(), name.as_ptr().cast(), b"y".as_ptr().cast(), 1, 0) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// The directory of a whiteout entry inside the layer, created if missing. Resolved below
+/// `root` without following symlinks: an earlier entry `x -> /etc` must not turn
+/// `x/.wh.passwd` into a change on the host.
+fn marker_dir(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, ImageError> {
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    confined::mkdir_all(root, parent, 0o755).map_err(|e| {
+        ImageError::Invalid(format!(
+            "layer whiteout {} outside a plain directory: {e}",
+            rel.display()
+        ))
+    })
 }
 
 /// A relative, normal path inside the layer, or `None` for anything escaping it.
@@ -96,6 +112,7 @@ pub fn unpack(blob: &Path, dest: &Path) -> Result<String, ImageError> {
         archive.set_preserve_ownerships(true);
         archive.set_unpack_xattrs(true);
         archive.set_overwrite(true);
+        let root = confined::open_dir(&tmp)?;
         for entry in archive.entries()? {
             let mut entry = entry?;
             let raw = entry.path()?.into_owned();
@@ -107,17 +124,17 @@ pub fn unpack(blob: &Path, dest: &Path) -> Result<String, ImageError> {
             };
             let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name == ".wh..wh..opq" {
-                let dir = tmp.join(rel.parent().unwrap_or(Path::new("")));
-                fs::create_dir_all(&dir)?;
-                opaque(&dir)?;
+                opaque(&marker_dir(&root, &rel)?)?;
                 continue;
             }
             if let Some(hidden) = name.strip_prefix(".wh.") {
-                let target = tmp.join(rel.parent().unwrap_or(Path::new(""))).join(hidden);
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)?;
+                if hidden.is_empty() {
+                    return Err(ImageError::Invalid(format!(
+                        "layer whiteout without a name: {}",
+                        raw.display()
+                    )));
                 }
-                whiteout(&target)?;
+                whiteout(&marker_dir(&root, &rel)?, OsStr::new(hidden))?;
                 continue;
             }
             entry.unpack_in(&tmp)?;
@@ -128,4 +145,85 @@ pub fn unpack(blob: &Path, dest: &Path) -> Result<String, ImageError> {
     let diff_id = hex(&hashing.hash.finalize());
     fs::rename(&tmp, dest)?;
     Ok(diff_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header as image builders write them (owners and times set).
+    fn header(kind: tar::EntryType, mode: u32) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    }
+
+    /// A tar with a symlink `x -> target` and then `marker` under it.
+    fn layer(dir: &Path, target: &Path, marker: &str) -> PathBuf {
+        let path = dir.join(format!("layer-{}.tar", marker.replace('/', "_")));
+        let mut b = tar::Builder::new(fs::File::create(&path).expect("tar"));
+        let mut h = header(tar::EntryType::Symlink, 0o777);
+        b.append_link(&mut h, "x", target).expect("symlink entry");
+        let mut h = header(tar::EntryType::Regular, 0o644);
+        b.append_data(&mut h, marker, io::empty())
+            .expect("marker entry");
+        b.into_inner().expect("finish");
+        path
+    }
+
+    #[test]
+    fn whiteouts_stay_inside_the_layer() {
+        let work = tempfile::tempdir().expect("tempdir");
+        let host = tempfile::tempdir().expect("tempdir");
+        fs::write(host.path().join("passwd"), b"root").expect("victim");
+        for marker in [
+            "x/.wh.passwd",
+            "x/.wh.newfile",
+            "x/.wh..wh..opq",
+            "x/sub/.wh.y",
+        ] {
+            let blob = layer(work.path(), host.path(), marker);
+            let dest = work
+                .path()
+                .join(format!("out-{}", marker.replace('/', "_")));
+            let err = unpack(&blob, &dest).expect_err(marker);
+            assert!(matches!(err, ImageError::Invalid(_)), "{marker}: {err:?}");
+        }
+        // The host directory the symlink pointed at is untouched.
+        let names: Vec<_> = fs::read_dir(host.path())
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("passwd")]);
+        assert_eq!(fs::read(host.path().join("passwd")).expect("read"), b"root");
+        assert!(!host.path().join("sub").exists());
+    }
+
+    #[test]
+    fn whiteouts_in_plain_directories_become_overlay_markers() {
+        // mknod of a whiteout needs CAP_MKNOD.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        let work = tempfile::tempdir().expect("tempdir");
+        let path = work.path().join("layer.tar");
+        let mut b = tar::Builder::new(fs::File::create(&path).expect("tar"));
+        let mut h = header(tar::EntryType::Regular, 0o644);
+        b.append_data(&mut h, "etc/.wh.passwd", io::empty())
+            .expect("entry");
+        b.into_inner().expect("finish");
+        let dest = work.path().join("out");
+        unpack(&path, &dest).expect("unpack");
+        use std::os::unix::fs::FileTypeExt;
+        let meta = fs::symlink_metadata(dest.join("etc/passwd")).expect("whiteout");
+        assert!(meta.file_type().is_char_device());
+    }
 }

@@ -4,6 +4,7 @@
 
 mod container;
 mod env;
+mod http_probe;
 mod lifecycle;
 pub mod probes;
 mod status;

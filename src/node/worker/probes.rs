@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::node::runtime::Runtime;
@@ -52,42 +51,6 @@ fn port_of(c: &Container, port: &IntOrString) -> Result<u16, String> {
     }
 }
 
-async fn http_get(ip: &str, port: u16, path: &str, host: Option<&str>) -> Result<(), String> {
-    let host = host.filter(|h| !h.is_empty()).unwrap_or(ip);
-    let mut s = TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("Get \"http://{host}:{port}{path}\": {e}"))?;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 1024];
-    let mut got = 0;
-    // Only the status line matters.
-    while got < buf.len() {
-        let n = s.read(&mut buf[got..]).await.map_err(|e| e.to_string())?;
-        if n == 0 || buf[..got + n].contains(&b'\n') {
-            got += n;
-            break;
-        }
-        got += n;
-    }
-    let line = String::from_utf8_lossy(&buf[..got]);
-    let code: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| "malformed HTTP response".to_string())?;
-    if (200..400).contains(&code) {
-        Ok(())
-    } else {
-        Err(format!("HTTP probe failed with statuscode: {code}"))
-    }
-}
-
-/// Runs one probe once.
 /// What a probe runs against: a running container of the pod.
 pub struct Target<'a> {
     pub container: &'a Container,
@@ -98,14 +61,14 @@ pub struct Target<'a> {
     pub id: &'a str,
 }
 
+/// Runs one probe once.
 pub async fn run_once(p: &Probe, t: &Target<'_>) -> Result<(), String> {
     let (c, ip, runtime, id) = (t.container, t.pod_ip, t.runtime, t.id);
     let timeout = secs(p.timeout_seconds, 1).max(Duration::from_secs(1));
     let work = async {
         if let Some(h) = &p.http_get {
             let port = port_of(c, &h.port)?;
-            let path = h.path.clone().unwrap_or_else(|| "/".into());
-            http_get(ip, port, &path, h.host.as_deref()).await
+            super::http_probe::probe(h, ip, port, timeout).await
         } else if let Some(t) = &p.tcp_socket {
             let port = port_of(c, &t.port)?;
             let host = t
