@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub bridge: String,
     /// Nameservers written into pods' resolv.conf; empty: the host's.
     pub dns_servers: Vec<String>,
+    /// Most processes (threads included) one container may run (the pids cgroup); 0: no
+    /// limit. Stops a fork bomb from exhausting the node's pids.
+    pub pids_limit: i64,
 }
 
 impl Default for NodeConfig {
@@ -55,6 +58,7 @@ impl Default for NodeConfig {
             status_update_seconds: 10,
             bridge: "cni0".into(),
             dns_servers: Vec::new(),
+            pids_limit: 4096,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! <state_dir>/pods/<uid>/pod.json         PodRecord: namespace, name, uid, current containers
 //! <state_dir>/pods/<uid>/logs/<container>/<attempt>.log   CRI log format
 //! <state_dir>/pods/<uid>/containers/<runc id>/            OCI bundle (config.json, rootfs, exit)
-//! <state_dir>/pods/<uid>/volumes/<name>/  emptyDir, configMap, secret contents
+//! <state_dir>/pods/<uid>/volumes/<name>/  emptyDir; configMap, secret, downwardAPI and
+//!                                         projected contents each on its own tmpfs
+//! <state_dir>/pods/<uid>/volume-subpaths/<container>/<mount index>   subPath bind mounts
 //! <state_dir>/ipam.json                   pod IP allocations
 //! <run_dir>/runc/                         runc --root
 //! /run/skiff/netns/<uid>                  pod network namespace (bind mount)

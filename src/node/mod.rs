@@ -44,6 +44,10 @@ pub enum NodeError {
     Config(String),
     #[error("{0}")]
     Pod(String),
+    /// The container cannot be configured as asked (runAsNonRoot on a root image, ...): the
+    /// container waits with upstream's `CreateContainerConfigError`.
+    #[error("{0}")]
+    ContainerConfig(String),
     #[error("decoding: {0}")]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
@@ -64,6 +68,8 @@ pub struct NodeContext {
     pub metrics: KubeletMetrics,
     /// What pods' resolv.conf is made from.
     pub dns: crate::dns::resolv::PodDns,
+    /// Most processes (threads included) one container may have; 0: no limit.
+    pub pids_limit: i64,
 }
 
 /// imagePullPolicy default, as upstream: Always for `:latest` or no tag, else IfNotPresent.
@@ -238,6 +244,7 @@ pub async fn start(
         images,
         pulls: tokio::sync::Mutex::new(()),
         metrics,
+        pids_limit: node.pids_limit,
         dns: crate::dns::resolv::PodDns {
             // ClusterFirst pods use the cluster DNS only when this node runs it.
             cluster: cfg.dns.enabled.then(|| crate::dns::resolv::ClusterDnsRef {

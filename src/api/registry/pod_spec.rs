@@ -155,14 +155,54 @@ fn container<'a>(
             errs,
         );
     }
+    volume_mounts(c, at, volumes, errs);
+}
+
+/// Upstream's `ValidateVolumeMounts` for the fields Skiff runs. As upstream, the subPath
+/// errors name `volumeMounts.subPath` without the index.
+fn volume_mounts(c: &Container, at: &str, volumes: &HashSet<&str>, errs: &mut Vec<Cause>) {
+    let mut mount_points = HashSet::new();
     for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
+        let idx = format!("{at}.volumeMounts[{j}]");
+        if m.name.is_empty() {
+            errs.push(Cause::required(format!("{idx}.name")));
+        }
         if !volumes.contains(m.name.as_str()) {
             errs.push(Cause {
                 reason: "FieldValueNotFound",
-                field: format!("{at}.volumeMounts[{j}].name"),
+                field: format!("{idx}.name"),
                 message: format!("Not found: {}", shown(&m.name)),
             });
         }
+        if m.mount_path.is_empty() {
+            errs.push(Cause::required(format!("{idx}.mountPath")));
+        } else if m.mount_path.contains(':') {
+            errs.push(Cause::invalid(
+                format!("{idx}.mountPath"),
+                shown(&m.mount_path),
+                "must not contain ':'",
+            ));
+        }
+        if !mount_points.insert(m.mount_path.as_str()) {
+            errs.push(Cause::invalid(
+                format!("{idx}.mountPath"),
+                shown(&m.mount_path),
+                "must be unique",
+            ));
+        }
+        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            local_descending_path(sub, &format!("{at}.volumeMounts.subPath"), errs);
+        }
+    }
+}
+
+/// Upstream's `validateLocalDescendingPath`: relative, and no `..` element.
+pub fn local_descending_path(p: &str, field: &str, errs: &mut Vec<Cause>) {
+    if p.starts_with('/') {
+        errs.push(Cause::invalid(field, shown(p), "must be a relative path"));
+    }
+    if p.split('/').any(|part| part == "..") {
+        errs.push(Cause::invalid(field, shown(p), "must not contain '..'"));
     }
 }
 
@@ -248,5 +288,56 @@ fn only_added_tolerations(new: &[Toleration], old: &[Toleration], errs: &mut Vec
             "spec.tolerations",
             "existing toleration can not be modified except its tolerationSeconds",
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_paths_must_stay_inside_their_volume() {
+        let spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "c", "image": "i", "volumeMounts": [
+                {"name": "v", "mountPath": "/a", "subPath": "/"},
+                {"name": "v", "mountPath": "/b", "subPath": "x/../../y"},
+                {"name": "v", "mountPath": "/b", "subPath": "ok/sub"},
+                {"name": "v", "mountPath": ""},
+            ]}],
+            "volumes": [{"name": "v", "emptyDir": {}}],
+        }))
+        .expect("spec");
+        let mut errs = Vec::new();
+        validate(&spec, "spec", &[], &mut errs);
+        let got: Vec<(&str, &str, &str)> = errs
+            .iter()
+            .map(|c| (c.reason, c.field.as_str(), c.message.as_str()))
+            .collect();
+        let field = "spec.containers[0].volumeMounts.subPath";
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "FieldValueInvalid",
+                    field,
+                    "Invalid value: \"/\": must be a relative path"
+                ),
+                (
+                    "FieldValueInvalid",
+                    field,
+                    "Invalid value: \"x/../../y\": must not contain '..'"
+                ),
+                (
+                    "FieldValueInvalid",
+                    "spec.containers[0].volumeMounts[2].mountPath",
+                    "Invalid value: \"/b\": must be unique"
+                ),
+                (
+                    "FieldValueRequired",
+                    "spec.containers[0].volumeMounts[3].mountPath",
+                    "Required value"
+                ),
+            ]
+        );
     }
 }

@@ -1,12 +1,16 @@
 //! A container's OCI runtime `config.json`, built with `oci-spec` from runc's defaults
-//! (namespaces, masked paths, capabilities) plus what the pod asks for: it joins the pod's
-//! network namespace by path and keeps its own pid, mount, uts and ipc namespaces.
+//! (namespaces, masked paths) plus what the pod asks for: it joins the pod's network
+//! namespace by path and keeps its own pid, mount, uts, ipc and cgroup namespaces; the
+//! capability set, no-new-privileges, seccomp, read-only root, pids limit and privileged
+//! mode (every capability and host device, nothing masked) come from the worker.
 
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, UserBuilder,
 };
 
 use super::RuntimeError;
@@ -25,6 +29,16 @@ pub struct ContainerSpec {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    /// Bounding, permitted and effective set (inheritable and ambient stay empty, as
+    /// containerd: a non-root process gets none of them).
+    pub capabilities: Vec<Capability>,
+    pub no_new_privileges: bool,
+    /// Every host device, nothing masked, /sys writable.
+    pub privileged: bool,
+    pub readonly_rootfs: bool,
+    pub seccomp: Option<LinuxSeccomp>,
+    pub pids_limit: Option<i64>,
     pub netns: PathBuf,
     pub mounts: Vec<BindMount>,
     pub cgroups_path: String,
@@ -48,10 +62,19 @@ pub fn build(c: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError> {
     spec.set_root(Some(
         RootBuilder::default()
             .path(rootfs)
-            .readonly(false)
+            .readonly(c.readonly_rootfs)
             .build()
             .map_err(oci)?,
     ));
+    let caps: Capabilities = c.capabilities.iter().copied().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .permitted(caps.clone())
+        .effective(caps)
+        .inheritable(Capabilities::new())
+        .ambient(Capabilities::new())
+        .build()
+        .map_err(oci)?;
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(c.args.clone())
@@ -61,16 +84,25 @@ pub fn build(c: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError> {
             UserBuilder::default()
                 .uid(c.uid)
                 .gid(c.gid)
+                .additional_gids(c.additional_gids.clone())
                 .build()
                 .map_err(oci)?,
         )
-        .capabilities(oci_spec::runtime::LinuxCapabilities::default())
-        .no_new_privileges(true)
+        .capabilities(capabilities)
+        .no_new_privileges(c.no_new_privileges)
         .build()
         .map_err(oci)?;
     spec.set_process(Some(process));
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
+    if c.privileged {
+        // As runc's privileged containers: sysfs and the cgroup tree writable.
+        for m in mounts.iter_mut() {
+            if let Some(opts) = m.options().clone() {
+                m.set_options(Some(opts.into_iter().filter(|o| o != "ro").collect()));
+            }
+        }
+    }
     for m in &c.mounts {
         let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
         options.push(if m.read_only { "ro" } else { "rw" }.to_string());
@@ -91,6 +123,7 @@ pub fn build(c: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError> {
         (LinuxNamespaceType::Ipc, None),
         (LinuxNamespaceType::Uts, None),
         (LinuxNamespaceType::Mount, None),
+        (LinuxNamespaceType::Cgroup, None),
         (LinuxNamespaceType::Network, Some(c.netns.clone())),
     ]
     .into_iter()
@@ -117,18 +150,39 @@ pub fn build(c: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError> {
     if let Some(m) = c.cpu_request_millis {
         cpu = cpu.shares(((m * 1024) / 1000).max(2) as u64);
     }
-    let resources = LinuxResourcesBuilder::default()
+    let mut resources = LinuxResourcesBuilder::default()
         .memory(memory.build().map_err(oci)?)
-        .cpu(cpu.build().map_err(oci)?)
-        .build()
-        .map_err(oci)?;
-    let defaults = oci_spec::runtime::Linux::default();
-    let linux = LinuxBuilder::default()
+        .cpu(cpu.build().map_err(oci)?);
+    if let Some(limit) = c.pids_limit {
+        resources = resources.pids(
+            LinuxPidsBuilder::default()
+                .limit(limit)
+                .build()
+                .map_err(oci)?,
+        );
+    }
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .cgroups_path(PathBuf::from(&c.cgroups_path))
-        .resources(resources)
-        .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
-        .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
+        .cgroups_path(PathBuf::from(&c.cgroups_path));
+    if c.privileged {
+        let allow_all = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .access("rwm")
+            .build()
+            .map_err(oci)?;
+        resources = resources.devices(vec![allow_all]);
+        linux = linux.devices(super::devices::host_devices());
+    } else {
+        let defaults = oci_spec::runtime::Linux::default();
+        linux = linux
+            .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
+            .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default());
+    }
+    if let Some(profile) = &c.seccomp {
+        linux = linux.seccomp(profile.clone());
+    }
+    let linux = linux
+        .resources(resources.build().map_err(oci)?)
         .build()
         .map_err(oci)?;
     spec.set_linux(Some(linux));

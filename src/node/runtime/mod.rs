@@ -2,7 +2,9 @@
 //! `oci-spec`, root filesystems as overlay mounts of the image's layers.
 
 pub mod bundle;
+pub mod devices;
 pub mod rootfs;
+pub mod seccomp;
 pub mod shim;
 
 use std::path::{Path, PathBuf};

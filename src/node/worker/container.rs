@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::probes::ProbeState;
+use super::security;
+use super::volumes::Prepared;
 use crate::k8s::quantity::parse as parse_quantity;
 use crate::node::image::ImageRecord;
 use crate::node::runtime::bundle::{BindMount, ContainerSpec};
@@ -100,11 +102,17 @@ pub struct SpecInput<'a> {
     pub image: &'a ImageRecord,
     pub env: Vec<String>,
     pub args: Vec<String>,
-    pub volumes: &'a BTreeMap<String, PathBuf>,
+    pub volumes: &'a BTreeMap<String, Prepared>,
+    /// Where this container's subPath mounts are made (`<pod>/volume-subpaths/<container>`).
+    pub sub_paths: PathBuf,
     pub etc: &'a EtcFiles,
     pub netns: PathBuf,
     pub hostname: String,
     pub cgroups_path: String,
+    /// The mounted root filesystem (the image's account files are read there).
+    pub rootfs: PathBuf,
+    /// The node's pids limit per container; 0: none.
+    pub pids_limit: i64,
 }
 
 /// The container's bundle description.
@@ -127,44 +135,29 @@ pub fn container_spec(i: SpecInput<'_>) -> Result<ContainerSpec, NodeError> {
             read_only: false,
         },
     ];
-    for m in c.volume_mounts.iter().flatten() {
+    for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
         let Some(dir) = i.volumes.get(&m.name) else {
             return Err(NodeError::Config(format!(
                 "volume {:?} of container {:?} is not available on this node",
                 m.name, c.name
             )));
         };
-        let mut source = dir.clone();
+        let mut source = dir.dir.clone();
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            if sub.split('/').any(|p| p == "..") {
-                return Err(NodeError::Config(format!("subPath {sub:?} is not allowed")));
-            }
-            source = source.join(sub);
-            if !source.exists() {
-                std::fs::create_dir_all(&source)?;
-            }
+            let target = i.sub_paths.join(j.to_string());
+            super::mounts::bind_sub_path(&dir.dir, sub, &target)?;
+            source = target;
         }
         mounts.push(BindMount {
             destination: m.mount_path.clone(),
             source,
-            read_only: m.read_only == Some(true),
+            read_only: dir.read_only || m.read_only == Some(true),
         });
     }
-    let sc = c.security_context.as_ref();
-    let psc = i
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.security_context.as_ref());
-    let uid = sc
-        .and_then(|s| s.run_as_user)
-        .or(psc.and_then(|s| s.run_as_user))
-        .or_else(|| i.image.config.user.split(':').next()?.parse().ok())
-        .unwrap_or(0);
-    let gid = sc
-        .and_then(|s| s.run_as_group)
-        .or(psc.and_then(|s| s.run_as_group))
-        .unwrap_or(0);
+    let image_user = i.image.config.user.as_str();
+    security::verify_run_as_non_root(i.pod, c, image_user)?;
+    let who = security::identity(&i.rootfs, i.pod, c, image_user)?;
+    let hardening = security::hardening(i.pod, c)?;
     if i.args.is_empty() {
         return Err(NodeError::Config(format!(
             "no command specified for container {:?} and the image has none",
@@ -181,8 +174,15 @@ pub fn container_spec(i: SpecInput<'_>) -> Result<ContainerSpec, NodeError> {
         args: i.args,
         env: i.env,
         cwd,
-        uid: uid as u32,
-        gid: gid as u32,
+        uid: who.uid,
+        gid: who.gid,
+        additional_gids: who.additional_gids,
+        capabilities: hardening.capabilities,
+        no_new_privileges: hardening.no_new_privileges,
+        privileged: hardening.privileged,
+        readonly_rootfs: hardening.readonly_rootfs,
+        seccomp: hardening.seccomp,
+        pids_limit: (i.pids_limit > 0).then_some(i.pids_limit),
         netns: i.netns,
         mounts,
         cgroups_path: i.cgroups_path,

@@ -253,7 +253,11 @@ impl PodWorker {
                     .schedule_restart(Instant::now())
                     .max(Duration::from_secs(1));
                 s.not_before = Some(Instant::now() + delay);
-                s.waiting = Some(("CreateContainerError".into(), e.to_string()));
+                let reason = match e {
+                    NodeError::ContainerConfig(_) => "CreateContainerConfigError",
+                    _ => "CreateContainerError",
+                };
+                s.waiting = Some((reason.into(), e.to_string()));
                 Some(Instant::now() + delay)
             }
         }
@@ -309,7 +313,16 @@ impl PodWorker {
         let (Some(volumes), Some(etc)) = (self.volumes.as_ref(), self.etc.as_ref()) else {
             return Err(NodeError::Pod("sandbox not prepared".into()));
         };
-        let spec = container::container_spec(SpecInput {
+        let bundle = self.bundle(&id);
+        // A leftover of an interrupted start of the same attempt (runc state exists only
+        // with its bundle; checking first keeps a runc call off every start).
+        if bundle.exists() {
+            let _ = self.ctx.runtime.delete(&id).await;
+            rootfs::remove_bundle(&bundle)?;
+        }
+        // The rootfs first: the image's USER is resolved in its /etc/passwd.
+        rootfs::mount_rootfs(&bundle, &self.ctx.images.lower_dirs(image)?)?;
+        let written = container::container_spec(SpecInput {
             pod,
             container: c,
             image,
@@ -319,17 +332,21 @@ impl PodWorker {
             etc,
             netns: NodeDirs::netns(&self.uid),
             hostname,
+            sub_paths: self
+                .ctx
+                .dirs
+                .pod(&self.uid)
+                .join("volume-subpaths")
+                .join(&c.name),
             cgroups_path: format!("/skiff/{}/{}", self.ctx.node_name, id),
-        })?;
-        let bundle = self.bundle(&id);
-        // A leftover of an interrupted start of the same attempt (runc state exists only
-        // with its bundle; checking first keeps a runc call off every start).
-        if bundle.exists() {
-            let _ = self.ctx.runtime.delete(&id).await;
-            rootfs::remove_bundle(&bundle)?;
+            rootfs: rootfs::rootfs(&bundle),
+            pids_limit: self.ctx.pids_limit,
+        })
+        .and_then(|spec| bundle::write(&bundle, &spec).map_err(NodeError::from));
+        if let Err(e) = written {
+            let _ = rootfs::remove_bundle(&bundle);
+            return Err(e);
         }
-        bundle::write(&bundle, &spec)?;
-        rootfs::mount_rootfs(&bundle, &self.ctx.images.lower_dirs(image)?)?;
         let log = self.ctx.dirs.log_path(&self.uid, &c.name, attempt);
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)?;
@@ -422,6 +439,9 @@ impl PodWorker {
             warn!(pod = %self.name, error = %e, "sandbox teardown failed");
         }
         let dir = self.ctx.dirs.pod(&self.uid);
+        // Volume tmpfs and subPath binds first: removing the directory must not descend
+        // into them (and a mount point cannot be removed).
+        super::mounts::unmount_under(&dir);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 warn!(dir = %dir.display(), error = %e, "cannot remove pod directory");

@@ -6,12 +6,13 @@ mod container;
 mod env;
 mod http_probe;
 mod lifecycle;
+mod mounts;
 pub mod probes;
+mod security;
 mod status;
 mod volumes;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ pub struct PodWorker {
     record: PodRecord,
     pod_ip: Option<String>,
     sandbox_ready: bool,
-    volumes: Option<BTreeMap<String, PathBuf>>,
+    volumes: Option<BTreeMap<String, volumes::Prepared>>,
     /// Projected ServiceAccount tokens in those volumes, refreshed before they expire.
     tokens: volumes::Tokens,
     etc: Option<EtcFiles>,

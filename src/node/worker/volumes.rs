@@ -19,6 +19,9 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use tracing::{debug, warn};
 
+use super::mounts;
+use crate::config::is_dns_label;
+use crate::node::confined;
 use crate::node::NodeError;
 
 /// Mode of projected and downwardAPI files unless the volume or item says otherwise.
@@ -57,28 +60,28 @@ fn write_keys(
 }
 
 /// Writes files under `dir`, each atomically (a new file renamed over the old one, so a
-/// container reading through the bind mount sees one or the other, never half).
+/// container reading through the bind mount sees one or the other, never half). Paths are
+/// resolved inside `dir` without following symlinks, whatever is found there.
 fn write_files(dir: &Path, files: Vec<(String, Vec<u8>, i32)>) -> Result<(), NodeError> {
     fs::create_dir_all(dir)?;
+    let root = confined::open_dir(dir)?;
     for (rel, bytes, mode) in files {
+        let refused = || NodeError::Pod(format!("volume item path {rel:?} is not allowed"));
         if rel.starts_with('/') || rel.split('/').any(|p| p == ".." || p.is_empty()) {
-            return Err(NodeError::Pod(format!(
-                "volume item path {rel:?} is not allowed"
-            )));
+            return Err(refused());
         }
-        let path = dir.join(&rel);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let tmp = path.with_extension("skiff-tmp");
-        fs::write(&tmp, bytes)?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode as u32 & 0o777))?;
-        fs::rename(tmp, path)?;
+        let path = Path::new(&rel);
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(refused());
+        };
+        let parent = confined::mkdir_all(&root, parent, 0o755)?;
+        confined::write_file(&parent, name, &bytes, mode as u32)?;
     }
     Ok(())
 }
 
 /// A directory readable by every user (the container may run as anyone), owned by root.
+#[cfg(test)]
 fn public_dir(dir: &Path) -> Result<(), NodeError> {
     fs::create_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
@@ -170,7 +173,9 @@ fn downward_value(pod: &Pod, f: &DownwardAPIVolumeFile) -> Result<Vec<u8>, NodeE
 
 /// A projected ServiceAccount token file the node keeps fresh.
 struct ProjectedToken {
-    file: PathBuf,
+    /// The volume directory and the token's path inside it.
+    volume: PathBuf,
+    path: String,
     audience: Option<String>,
     expiration_seconds: i64,
     mode: i32,
@@ -238,19 +243,19 @@ impl Tokens {
         for t in self.0.iter_mut().filter(|t| t.refresh_at <= now) {
             let got = request_token(client, pod, t.audience.as_deref(), t.expiration_seconds).await;
             let written = got.and_then(|(token, left)| {
-                let dir = t.file.parent().unwrap_or(Path::new("/"));
-                let name = t.file.strip_prefix(dir).unwrap_or(&t.file);
-                let rel = name.to_string_lossy().into_owned();
-                write_files(dir, vec![(rel, token.into_bytes(), t.mode)])?;
+                write_files(
+                    &t.volume,
+                    vec![(t.path.clone(), token.into_bytes(), t.mode)],
+                )?;
                 Ok(left)
             });
             match written {
                 Ok(left) => {
-                    debug!(file = %t.file.display(), "serviceaccount token refreshed");
+                    debug!(volume = %t.volume.display(), path = %t.path, "serviceaccount token refreshed");
                     t.refresh_at = Instant::now() + refresh_after(left);
                 }
                 Err(e) => {
-                    warn!(file = %t.file.display(), error = %e, "serviceaccount token refresh failed");
+                    warn!(volume = %t.volume.display(), path = %t.path, error = %e, "serviceaccount token refresh failed");
                     t.refresh_at = Instant::now() + TOKEN_RETRY;
                 }
             }
@@ -305,7 +310,8 @@ async fn projected(
             let (token, left) = request_token(client, pod, audience.as_deref(), exp).await?;
             files.push((t.path.clone(), token.into_bytes(), mode));
             fresh.push(ProjectedToken {
-                file: dir.join(&t.path),
+                volume: dir.to_path_buf(),
+                path: t.path.clone(),
                 audience,
                 expiration_seconds: exp,
                 mode,
@@ -313,10 +319,35 @@ async fn projected(
             });
         }
     }
-    public_dir(dir)?;
+    mounts::memory_dir(dir)?;
     write_files(dir, files)?;
     tokens.0.extend(fresh);
     Ok(())
+}
+
+/// A volume ready for the pod's containers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    pub dir: PathBuf,
+    /// Mounted read-only whatever the container asks, as upstream does for the volumes the
+    /// node writes (a container must not plant files or symlinks the node later writes through).
+    pub read_only: bool,
+}
+
+impl Prepared {
+    fn writable(dir: PathBuf) -> Option<Self> {
+        Some(Prepared {
+            dir,
+            read_only: false,
+        })
+    }
+
+    fn read_only(dir: PathBuf) -> Self {
+        Prepared {
+            dir,
+            read_only: true,
+        }
+    }
 }
 
 async fn volume_dir(
@@ -325,12 +356,19 @@ async fn volume_dir(
     root: &Path,
     v: &Volume,
     tokens: &mut Tokens,
-) -> Result<Option<PathBuf>, NodeError> {
+) -> Result<Option<Prepared>, NodeError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    // The API only admits DNS-1123 labels; checked again since the name becomes a path.
+    if !is_dns_label(&v.name) {
+        return Err(NodeError::Pod(format!(
+            "volume name {:?} is not a DNS-1123 label",
+            v.name
+        )));
+    }
     let dir = root.join(&v.name);
     if let Some(p) = &v.projected {
         projected(client, pod, ns, &dir, p, tokens).await?;
-        return Ok(Some(dir));
+        return Ok(Some(Prepared::read_only(dir)));
     }
     if let Some(d) = &v.downward_api {
         let mode = d.default_mode.unwrap_or(DEFAULT_FILE_MODE);
@@ -342,15 +380,15 @@ async fn volume_dir(
                 f.mode.unwrap_or(mode),
             ));
         }
-        public_dir(&dir)?;
+        mounts::memory_dir(&dir)?;
         write_files(&dir, files)?;
-        return Ok(Some(dir));
+        return Ok(Some(Prepared::read_only(dir)));
     }
     if v.empty_dir.is_some() {
         fs::create_dir_all(&dir)?;
         // World-writable like upstream, so non-root containers can use it.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))?;
-        return Ok(Some(dir));
+        return Ok(Prepared::writable(dir));
     }
     if let Some(h) = &v.host_path {
         let path = PathBuf::from(&h.path);
@@ -370,10 +408,11 @@ async fn volume_dir(
             }
             _ => {}
         }
-        return Ok(Some(path));
+        return Ok(Prepared::writable(path));
     }
     if let Some(c) = &v.persistent_volume_claim {
-        return claim_dir(client, ns, &c.claim_name).await.map(Some);
+        let dir = claim_dir(client, ns, &c.claim_name).await?;
+        return Ok(Prepared::writable(dir));
     }
     // ConfigMap and Secret volumes: the object's keys as files.
     let source = if let Some(cm) = &v.config_map {
@@ -394,11 +433,14 @@ async fn volume_dir(
     };
     let (kind, name, data, (optional, items, mode)) = source;
     match data {
-        Some(data) => write_keys(&dir, data, items, mode.unwrap_or(0o644))?,
-        None if optional == Some(true) => fs::create_dir_all(&dir)?,
+        Some(data) => {
+            mounts::memory_dir(&dir)?;
+            write_keys(&dir, data, items, mode.unwrap_or(DEFAULT_FILE_MODE))?
+        }
+        None if optional == Some(true) => mounts::memory_dir(&dir)?,
         None => return Err(NodeError::Pod(format!("{kind} \"{name}\" not found"))),
     }
-    Ok(Some(dir))
+    Ok(Some(Prepared::read_only(dir)))
 }
 
 /// The host directory of a bound claim's volume (hostPath or local). Until the claim is
@@ -449,7 +491,7 @@ async fn claim_dir(client: &Client, ns: &str, claim: &str) -> Result<PathBuf, No
     Ok(path)
 }
 
-/// Prepares every volume of the pod; returns name -> host directory. Kinds the node does
+/// Prepares every volume of the pod; returns name -> its directory. Kinds the node does
 /// not support are left out (a container mounting one fails with a clear message). The
 /// projected ServiceAccount tokens written go into `tokens` (replacing what it had).
 pub async fn prepare(
@@ -457,7 +499,7 @@ pub async fn prepare(
     pod: &Pod,
     root: &Path,
     tokens: &mut Tokens,
-) -> Result<BTreeMap<String, PathBuf>, NodeError> {
+) -> Result<BTreeMap<String, Prepared>, NodeError> {
     let mut out = BTreeMap::new();
     let mut fresh = Tokens::default();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
