@@ -341,7 +341,7 @@ async fn containers_run_confined_as_their_security_context_says() {
             {"name": "plain", "image": IMAGE, "command": ["sh", "-c", probe]},
             {"name": "tight", "image": IMAGE, "command": ["sh", "-c", probe],
              "securityContext": {"readOnlyRootFilesystem": true,
-                "capabilities": {"drop": ["ALL"], "add": ["CAP_CHOWN"]}}},
+                "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}}},
         ],
     });
     api.create(&PostParams::default(), &pod("confined", spec))
