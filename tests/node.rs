@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use node_host::{root_or_skip, NodeHost, IMAGE};
+use node_host::{phase, root_or_skip, wait_pod, NodeHost, IMAGE};
 use serde_json::json;
 
 fn pod(name: &str, spec: serde_json::Value) -> Pod {
@@ -35,29 +35,6 @@ async fn allow_host_paths(client: kube::Client, ns: &str) {
     api.patch(ns, &PatchParams::default(), &Patch::Merge(&label))
         .await
         .expect("label the namespace privileged");
-}
-
-/// Polls the pod until `f` holds (returns its value) or fails with the last status seen.
-async fn wait_pod<T>(api: &Api<Pod>, name: &str, secs: u64, f: impl Fn(&Pod) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Ok(p) = api.get(name).await {
-            if let Some(v) = f(&p) {
-                return v;
-            }
-            last = p.status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("pod {name}: condition not reached in {secs}s; last status: {last:#?}");
-}
-
-fn phase(p: &Pod) -> &str {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
 }
 
 fn pod_ip(p: &Pod) -> Option<String> {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, LogParams, PostParams};
-use node_host::{root_or_skip, run, NodeHost, IMAGE, REGISTRY};
+use node_host::{phase, root_or_skip, run, wait_pod, NodeHost, IMAGE, REGISTRY};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -29,29 +29,6 @@ fn pod(name: &str, spec: Value) -> Pod {
         "spec": spec,
     }))
     .expect("pod")
-}
-
-/// Polls the pod until `f` holds (returns its value) or fails with the last status seen.
-async fn wait_pod<T>(api: &Api<Pod>, name: &str, secs: u64, f: impl Fn(&Pod) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Ok(p) = api.get(name).await {
-            if let Some(v) = f(&p) {
-                return v;
-            }
-            last = p.status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("pod {name}: condition not reached in {secs}s; last status: {last:#?}");
-}
-
-fn phase(p: &Pod) -> &str {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
 }
 
 /// The output of a pod that runs to completion (restartPolicy Never).

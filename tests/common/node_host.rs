@@ -495,3 +495,31 @@ impl Drop for NodeHost {
             .status();
     }
 }
+
+/// Polls the pod until `f` holds (returns its value) or fails with the last status seen.
+pub async fn wait_pod<T>(
+    api: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    secs: u64,
+    f: impl Fn(&k8s_openapi::api::core::v1::Pod) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut last = None;
+    while std::time::Instant::now() < deadline {
+        if let Ok(p) = api.get(name).await {
+            if let Some(v) = f(&p) {
+                return v;
+            }
+            last = p.status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("pod {name}: condition not reached in {secs}s; last status: {last:#?}");
+}
+
+pub fn phase(p: &k8s_openapi::api::core::v1::Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
